@@ -1,0 +1,13 @@
+"""The HTTP API: one module per domain, each ending with `routes = [...]`."""
+
+from __future__ import annotations
+
+from rest import docs, health
+from server.http import Endpoint
+
+DOMAINS = (health, docs)
+
+
+def endpoints() -> list[Endpoint]:
+    """Every endpoint of the API, in a stable order (the OpenAPI document sorts paths)."""
+    return [route for module in DOMAINS for route in module.routes]

@@ -1,0 +1,1 @@
+"""The platform every domain stands on, and the code that composes processes."""

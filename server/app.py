@@ -1,0 +1,195 @@
+"""The composition root: `create_app(settings)` builds everything a process runs.
+
+One ASGI app serves REST under /api/v1, the Socket.IO gateway at /api/v1/ws and
+/api/v1/chat/ws, and /metrics. Connections open in the lifespan; nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
+
+import models  # noqa: F401  (registers every table before anything queries)
+import rest
+from gateway.server import ENGINEIO_PATHS, create_socket_server
+from server import ids
+from server.bus import Bus
+from server.cache import Cache, InProcessCache, RedisCache
+from server.db import Database
+from server.errors import ApiError, Code
+from server.http import problem_response
+from server.log import EventLog, InProcessLog, RedisLog
+from server.observability import Metrics, RequestMiddleware
+from server.ratelimit import RateLimiter
+from server.redis_client import connect_redis
+from server.services import Services
+from server.settings import Settings
+from server.workers import lease_worker_id, start_background
+
+log = logging.getLogger("anilay.app")
+
+API_PREFIX = "/api/v1"
+
+
+def build_services(settings: Settings) -> Services:
+    """Construct (not connect) the process's services for these settings."""
+    db = Database(
+        settings.database_url, pool_min=settings.db_pool_min, pool_max=settings.db_pool_max
+    )
+    redis = (
+        connect_redis(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+    )
+    event_log: EventLog
+    cache: Cache
+    if redis is not None:
+        event_log = RedisLog(redis, settings.gateway_log_maxlen, settings.gateway_log_retention_s)
+        cache = RedisCache(redis)
+    else:
+        event_log = InProcessLog(settings.gateway_log_maxlen, settings.gateway_log_retention_s)
+        cache = InProcessCache()
+    bus = Bus(db, event_log)
+    db.set_commit_hook(bus.publish)
+    return Services(
+        settings=settings,
+        db=db,
+        log=event_log,
+        bus=bus,
+        cache=cache,
+        limiter=RateLimiter(settings.redis_url),
+        redis=redis,
+    )
+
+
+class Application:
+    """The ASGI entry point: Engine.IO paths go to Socket.IO, everything else to Starlette."""
+
+    def __init__(self, http: Starlette, sio: socketio.AsyncServer, services: Services) -> None:
+        self.http = http
+        self.sio = sio
+        self.services = services
+        self._engineio = {
+            path: socketio.ASGIApp(sio, socketio_path=path.lstrip("/")) for path in ENGINEIO_PATHS
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            for prefix, engineio_app in self._engineio.items():
+                if path == prefix or path.startswith(prefix + "/"):
+                    await engineio_app(scope, receive, send)
+                    return
+        await self.http(scope, receive, send)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Application:
+    services = services or build_services(settings)
+    metrics = Metrics()
+    sio = create_socket_server(services)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.db.connect()
+        background: list[asyncio.Task] = []
+        try:
+            ids.configure(await lease_worker_id(services, background))
+            background.extend(start_background(services))
+            services.ready = True
+            yield
+        finally:
+            services.ready = False
+            services.draining = True
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await services.log.close()
+            if services.redis is not None:
+                await services.redis.aclose()
+            await services.db.disconnect()
+
+    async def metrics_endpoint(request: Request) -> Response:
+        metrics.events_published.set(services.bus.published)
+        metrics.outbox_pending.set(1 if services.bus.outbox_pending else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    http = Starlette(
+        routes=[
+            Mount(API_PREFIX, routes=[e.route() for e in rest.endpoints()]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(RequestMiddleware, metrics=metrics, log_requests=settings.access_log),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "If-None-Match",
+                    "X-Request-Id",
+                ],
+                expose_headers=[
+                    "ETag",
+                    "Retry-After",
+                    "X-Request-Id",
+                    "X-RateLimit-Limit",
+                    "X-RateLimit-Remaining",
+                    "X-RateLimit-Reset",
+                ],
+                max_age=600,
+            ),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    http.state.services = services
+    http.state.metrics = metrics
+    http.state.sio = sio
+    return Application(http, sio, services)
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return problem_response(error)
+
+
+_HTTP_CODES = {
+    404: Code.not_found,
+    405: Code.method_not_allowed,
+    400: Code.malformed,
+    413: Code.too_large,
+}
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = _HTTP_CODES.get(error.status_code, Code.malformed)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        return problem_response(
+            ApiError(code, "This route does not take that method", headers=headers)
+        )
+    return problem_response(ApiError(code, headers=headers, status=error.status_code))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error", extra={"fields": {"path": request.url.path}})
+    return problem_response(ApiError(Code.internal, "Something went wrong on our side"))

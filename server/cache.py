@@ -1,0 +1,88 @@
+"""A small key-value cache with TTLs: in-process when embedded, Redis in production.
+
+Values are bytes; callers encode. `add` (set-if-absent) is the primitive for throttles and
+once-per-window gates (typing markers, IP-log gates).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import redis.asyncio as aioredis
+
+CACHE_PREFIX = "anilay:cache:"
+
+
+class Cache:
+    async def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        raise NotImplementedError
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Set only if absent; True when this call set it."""
+        raise NotImplementedError
+
+    async def delete(self, *keys: str) -> None:
+        raise NotImplementedError
+
+
+class InProcessCache(Cache):
+    """A bounded LRU with per-entry expiry; expired entries are dropped when touched."""
+
+    def __init__(self, max_entries: int = 50_000, clock=time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def _live(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._entries[key] = (self._clock() + ttl_s, bytes(value))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        if self._live(key) is not None:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+
+class RedisCache(Cache):
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(CACHE_PREFIX + key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.client.set(CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        return bool(
+            await self.client.set(CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)), nx=True)
+        )
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self.client.delete(*(CACHE_PREFIX + key for key in keys))

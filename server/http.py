@@ -1,0 +1,190 @@
+"""Declaring endpoints: one decorator carries everything the router, the request parser,
+the authorizer and the OpenAPI generator need to know about a route.
+
+    @endpoint("POST", "/support/contact", body=ContactForm, response=ContactCreated,
+              status=201, auth="optional", errors=[Code.rate_limited])
+    async def create_contact(call: Call[ContactForm]) -> ContactCreated: ...
+
+A handler returns a msgspec struct (encoded as JSON with the declared status), `None` (204)
+or a Starlette `Response`. It raises `ApiError` for anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.errors import PROBLEM_JSON, ApiError, Code, FieldError
+from server.ids import parse_snowflake
+from server.schemas import decode_json_body, decode_query
+from server.services import Services
+
+Auth = Literal["none", "optional", "user", "staff", "admin"]
+BodyT = TypeVar("BodyT")
+QueryT = TypeVar("QueryT")
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # under /api/v1, Starlette syntax: /anime/{anime_id}
+    handler: Callable[[Call], Awaitable[Any]]
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    errors: tuple[Code, ...] = ()
+    auth: Auth = "none"
+    bot_scope: str | None = None  # None: bots are refused (403 bot_not_allowed)
+    summary: str = ""
+    tag: str = ""
+    content_types: tuple[str, ...] = ("application/json",)
+    max_body: int | None = None
+    response_headers: tuple[str, ...] = ()
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+    def route(self) -> Route:
+        return Route(self.path, self._asgi, methods=[self.method], name=self.operation_id)
+
+    async def _asgi(self, request: Request) -> Response:
+        services: Services = request.app.state.services
+        call = Call(request=request, services=services, endpoint=self)
+        if self.body is not None:
+            call.body = decode_json_body(await self._read_body(request, services), self.body)
+        if self.query is not None:
+            call.query = decode_query(
+                request.query_params, request.query_params.getlist, self.query
+            )
+        elif request.query_params:
+            raise ApiError(
+                Code.validation_failed,
+                "This route takes no query parameters",
+                errors=[
+                    FieldError(name, "Unknown query parameter") for name in request.query_params
+                ],
+            )
+        result = await self.handler(call)
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return Response(status_code=204, headers=call.headers)
+        return Response(
+            _encoder.encode(result),
+            status_code=self.status,
+            media_type="application/json",
+            headers=call.headers,
+        )
+
+    async def _read_body(self, request: Request, services: Services) -> bytes:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in self.content_types:
+            raise ApiError(
+                Code.unsupported_media_type,
+                f"Send the body as {' or '.join(self.content_types)}",
+            )
+        limit = self.max_body or services.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise ApiError(Code.too_large, f"The body is over {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(Code.too_large, f"The body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@dataclasses.dataclass
+class Call(Generic[BodyT, QueryT]):
+    """One request as a handler sees it: validated input, the caller, the services."""
+
+    request: Request
+    services: Services
+    endpoint: Endpoint
+    body: BodyT = None  # type: ignore[assignment]
+    query: QueryT = None  # type: ignore[assignment]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def path_id(self, name: str) -> int:
+        """A snowflake from the path; a malformed one is a 404, like a missing one."""
+        value = parse_snowflake(self.request.path_params.get(name))
+        if value is None:
+            raise ApiError(Code.not_found)
+        return value
+
+    def path_int(self, name: str, maximum: int = 2**31 - 1) -> int:
+        raw = self.request.path_params.get(name, "")
+        if not (isinstance(raw, str) and raw.isascii() and raw.isdigit()) or not (
+            0 < int(raw) <= maximum
+        ):
+            raise ApiError(Code.not_found)
+        return int(raw)
+
+    @property
+    def client_ip(self) -> str:
+        return self.request.client.host if self.request.client else "unknown"
+
+
+_registry: list[Endpoint] = []
+
+
+def endpoint(
+    method: str,
+    path: str,
+    *,
+    body: type | None = None,
+    query: type | None = None,
+    response: type | None = None,
+    status: int = 200,
+    errors: Sequence[Code] = (),
+    auth: Auth = "none",
+    bot_scope: str | None = None,
+    summary: str = "",
+    tag: str = "",
+    content_types: Sequence[str] = ("application/json",),
+    max_body: int | None = None,
+    response_headers: Sequence[str] = (),
+) -> Callable[[Callable[[Call], Awaitable[Any]]], Endpoint]:
+    def wrap(handler: Callable[[Call], Awaitable[Any]]) -> Endpoint:
+        declared = Endpoint(
+            method=method.upper(),
+            path=path,
+            handler=handler,
+            body=body,
+            query=query,
+            response=response,
+            status=status,
+            errors=tuple(errors),
+            auth=auth,
+            bot_scope=bot_scope,
+            summary=summary or (handler.__doc__ or "").strip().split("\n")[0],
+            tag=tag or handler.__module__.rsplit(".", 1)[-1],
+            content_types=tuple(content_types),
+            max_body=max_body,
+            response_headers=tuple(response_headers),
+        )
+        _registry.append(declared)
+        return declared
+
+    return wrap
+
+
+def problem_response(error: ApiError) -> Response:
+    return Response(
+        _encoder.encode(error.to_problem()),
+        status_code=error.status,
+        media_type=PROBLEM_JSON,
+        headers=error.headers,
+    )
