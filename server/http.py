@@ -49,6 +49,8 @@ class Endpoint:
     content_types: tuple[str, ...] = ("application/json",)
     max_body: int | None = None
     response_headers: tuple[str, ...] = ()
+    # For handlers that return a raw Response (HTML, a file, a pre-encoded document).
+    media_type: str = "application/json"
 
     @property
     def operation_id(self) -> str:
@@ -156,6 +158,7 @@ def endpoint(
     content_types: Sequence[str] = ("application/json",),
     max_body: int | None = None,
     response_headers: Sequence[str] = (),
+    media_type: str = "application/json",
 ) -> Callable[[Callable[[Call], Awaitable[Any]]], Endpoint]:
     def wrap(handler: Callable[[Call], Awaitable[Any]]) -> Endpoint:
         declared = Endpoint(
@@ -174,6 +177,7 @@ def endpoint(
             content_types=tuple(content_types),
             max_body=max_body,
             response_headers=tuple(response_headers),
+            media_type=media_type,
         )
         _registry.append(declared)
         return declared
