@@ -30,7 +30,7 @@ from server.bus import Bus
 from server.cache import Cache, InProcessCache, RedisCache
 from server.db import Database
 from server.errors import ApiError, Code
-from server.http import problem_response
+from server.http import Endpoint, problem_response
 from server.log import EventLog, InProcessLog, RedisLog
 from server.observability import Metrics, RequestMiddleware
 from server.ratelimit import RateLimiter
@@ -94,8 +94,14 @@ class Application:
         await self.http(scope, receive, send)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Application:
+def create_app(
+    settings: Settings,
+    services: Services | None = None,
+    endpoints: list[Endpoint] | None = None,
+) -> Application:
+    """Build the process. `endpoints` defaults to the whole API (tests mount their own)."""
     services = services or build_services(settings)
+    endpoints = rest.endpoints() if endpoints is None else endpoints
     metrics = Metrics()
     sio = create_socket_server(services)
 
@@ -126,7 +132,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Applicat
 
     http = Starlette(
         routes=[
-            Mount(API_PREFIX, routes=[e.route() for e in rest.endpoints()]),
+            Mount(API_PREFIX, routes=[e.route() for e in endpoints]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[
@@ -161,6 +167,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Applicat
         lifespan=lifespan,
     )
     http.state.services = services
+    http.state.endpoints = endpoints
     http.state.metrics = metrics
     http.state.sio = sio
     return Application(http, sio, services)
