@@ -21,7 +21,8 @@ class AuthRefused(socketio.exceptions.ConnectionRefusedError):
     """Refuse a connection with gateway.md's `{"code", "message"}` connect_error data."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__({"code": code, "message": message})
+        super().__init__(message)
+        self.error_args = {"code": code, "message": message}  # sent as connect_error data
 
 
 def create_socket_server(services: Services) -> socketio.AsyncServer:

@@ -60,8 +60,10 @@ class Bus:
             await self._to_outbox(events)
 
     async def _to_outbox(self, events: list[Event]) -> None:
+        now = datetime.now(UTC)
         await self.db.execute_many(
-            outbox.insert(), [{"event": encode_event(event)} for event in events]
+            outbox.insert(),
+            [{"event": encode_event(event), "created_at": now, "attempts": 0} for event in events],
         )
 
     async def outbox_size(self) -> int:

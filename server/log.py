@@ -30,6 +30,10 @@ def parse_log_id(value: str) -> tuple[int, int] | None:
     return int(ms), int(seq)
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _logged(log_id: str, event: Event) -> LoggedEvent:
     return LoggedEvent(
         id=log_id,
@@ -56,18 +60,10 @@ class EventLog:
     async def last_id(self) -> str:
         raise NotImplementedError
 
-    async def trimmed_up_to(self) -> str:
-        """The newest id ever removed by trimming (`0-0` if none)."""
-        raise NotImplementedError
-
     async def can_resume_from(self, after: str) -> bool:
-        """True when every event after `after` is still in the log (no partial replay)."""
-        wanted = parse_log_id(after)
-        if wanted is None:
-            return False
-        trimmed = parse_log_id(await self.trimmed_up_to())
-        last = parse_log_id(await self.last_id())
-        return trimmed is not None and last is not None and trimmed <= wanted <= last
+        """True when every event after `after` is still in the log, so a replay from there
+        is complete. When that cannot be proven, False: a resume is never partial."""
+        raise NotImplementedError
 
     async def trim(self) -> None:
         """Apply the retention window (maxlen is applied on append)."""
@@ -145,8 +141,9 @@ class InProcessLog(EventLog):
     async def last_id(self) -> str:
         return f"{self._last[0]}-{self._last[1]}"
 
-    async def trimmed_up_to(self) -> str:
-        return f"{self._trimmed[0]}-{self._trimmed[1]}"
+    async def can_resume_from(self, after: str) -> bool:
+        wanted = parse_log_id(after)
+        return wanted is not None and self._trimmed <= wanted <= self._last
 
     async def trim(self) -> None:
         horizon = int((time.time() - self.retention_s) * 1000)
@@ -160,54 +157,70 @@ class InProcessLog(EventLog):
 class RedisLog(EventLog):
     """The stream `anilay:events`; the stream entry id is the event id."""
 
-    def __init__(self, client: aioredis.Redis, maxlen: int, retention_s: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis, maxlen: int, retention_s: float, key: str = STREAM_KEY
+    ) -> None:
         self.client = client
         self.maxlen = maxlen
         self.retention_s = retention_s
+        self.key = key
 
     async def append(self, events: list[Event]) -> list[str]:
         # One MULTI/EXEC: a batch from one transaction lands contiguous and in order.
         async with self.client.pipeline(transaction=True) as pipe:
             for event in events:
                 pipe.xadd(
-                    STREAM_KEY,
+                    self.key,
                     {"e": encode_event(event)},
                     maxlen=self.maxlen,
                     approximate=True,
                 )
             ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        return [_text(i) for i in ids]
 
     async def read_after(
         self, after: str, count: int = 500, block_ms: int | None = None
     ) -> list[LoggedEvent]:
         if parse_log_id(after) is None:
             raise ValueError(f"not a log id: {after!r}")
-        reply = await self.client.xread({STREAM_KEY: after}, count=count, block=block_ms)
+        reply = await self.client.xread({self.key: after}, count=count, block=block_ms)
         out = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                log_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                out.append(_logged(log_id, decode_event(fields[b"e"])))
+                out.append(_logged(_text(entry_id), decode_event(fields[b"e"])))
         return out
 
     async def _info(self) -> dict:
         try:
-            return await self.client.xinfo_stream(STREAM_KEY)
+            return await self.client.xinfo_stream(self.key)
         except aioredis.ResponseError:  # no stream yet: nothing appended, nothing trimmed
             return {}
 
     async def last_id(self) -> str:
-        value = (await self._info()).get("last-generated-id", ZERO_ID)
-        return value.decode() if isinstance(value, bytes) else value
+        return _text((await self._info()).get("last-generated-id", ZERO_ID))
 
-    async def trimmed_up_to(self) -> str:
-        value = (await self._info()).get("max-deleted-entry-id", ZERO_ID)
-        return value.decode() if isinstance(value, bytes) else value
+    async def can_resume_from(self, after: str) -> bool:
+        """Redis does not record the newest id removed by trimming (`max-deleted-entry-id`
+        counts only XDEL), so: if anything was ever trimmed, the client must already hold
+        the oldest retained entry (or, for an emptied stream, the last one ever added)."""
+        wanted = parse_log_id(after)
+        if wanted is None:
+            return False
+        info = await self._info()
+        last = parse_log_id(_text(info.get("last-generated-id", ZERO_ID)))
+        if last is None or wanted > last:
+            return False
+        length, added = int(info.get("length", 0)), int(info.get("entries-added", 0))
+        if added == length:  # nothing was ever trimmed
+            return True
+        first = info.get("first-entry")
+        if not first:  # everything was trimmed: only a client that saw the last one is whole
+            return wanted == last
+        return wanted >= parse_log_id(_text(first[0]))
 
     async def trim(self) -> None:
         horizon = int((time.time() - self.retention_s) * 1000)
-        await self.client.xtrim(STREAM_KEY, minid=f"{horizon}-0", approximate=False)
+        await self.client.xtrim(self.key, minid=f"{horizon}-0", approximate=False)
 
     async def length(self) -> int:
-        return int(await self.client.xlen(STREAM_KEY))
+        return int(await self.client.xlen(self.key))

@@ -170,8 +170,8 @@ class LiveServer:
         return int(self.url.rsplit(":", 1)[1])
 
 
-async def start_live_server(settings: Settings) -> LiveServer:
-    app = create_app(settings)
+async def start_live_server(settings: Settings, app: Application | None = None) -> LiveServer:
+    app = app or create_app(settings)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

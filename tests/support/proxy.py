@@ -19,9 +19,8 @@ class FlakyProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/15"
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
