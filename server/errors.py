@@ -24,6 +24,7 @@ class Code(enum.StrEnum):
     unauthorized = "unauthorized"
     forbidden = "forbidden"
     bot_not_allowed = "bot_not_allowed"
+    bad_request = "bad_request"
     not_found = "not_found"
     method_not_allowed = "method_not_allowed"
     conflict = "conflict"
@@ -33,6 +34,48 @@ class Code(enum.StrEnum):
     internal = "internal"
     not_ready = "not_ready"
     unavailable = "unavailable"
+    # --- identity (auth.md, users.md) ---
+    captcha_required = "captcha_required"
+    invalid_oauth_code = "invalid_oauth_code"
+    invalid_token = "invalid_token"
+    token_expired = "token_expired"
+    session_revoked = "session_revoked"
+    invalid_credentials = "invalid_credentials"
+    invalid_refresh_token = "invalid_refresh_token"
+    refresh_token_reused = "refresh_token_reused"
+    invalid_api_key = "invalid_api_key"
+    banned = "banned"
+    insufficient_scope = "insufficient_scope"
+    wrong_password = "wrong_password"
+    reauth_required = "reauth_required"
+    registration_closed = "registration_closed"
+    email_unverified = "email_unverified"
+    identity_mismatch = "identity_mismatch"
+    user_not_found = "user_not_found"
+    provider_not_found = "provider_not_found"
+    username_taken = "username_taken"
+    username_reserved = "username_reserved"
+    username_cooldown = "username_cooldown"
+    email_taken = "email_taken"
+    already_verified = "already_verified"
+    no_email = "no_email"
+    api_key_limit = "api_key_limit"
+    name_taken = "name_taken"
+    identity_in_use = "identity_in_use"
+    provider_already_linked = "provider_already_linked"
+    oauth_email_conflict = "oauth_email_conflict"
+    last_login_method = "last_login_method"
+    no_push_tokens = "no_push_tokens"
+    deletion_pending = "deletion_pending"
+    not_pending = "not_pending"
+    export_in_progress = "export_in_progress"
+    export_not_ready = "export_not_ready"
+    weak_password = "weak_password"
+    redirect_uri_not_allowed = "redirect_uri_not_allowed"
+    invalid_push_token = "invalid_push_token"
+    login_locked = "login_locked"
+    export_cooldown = "export_cooldown"
+    push_unavailable = "push_unavailable"
 
     @property
     def status(self) -> int:
@@ -49,6 +92,7 @@ _STATUS: dict[Code, int] = {
     Code.unauthorized: 401,
     Code.forbidden: 403,
     Code.bot_not_allowed: 403,
+    Code.bad_request: 400,
     Code.not_found: 404,
     Code.method_not_allowed: 405,
     Code.conflict: 409,
@@ -58,6 +102,47 @@ _STATUS: dict[Code, int] = {
     Code.internal: 500,
     Code.not_ready: 503,
     Code.unavailable: 503,
+    Code.captcha_required: 400,
+    Code.invalid_oauth_code: 400,
+    Code.invalid_token: 401,
+    Code.token_expired: 401,
+    Code.session_revoked: 401,
+    Code.invalid_credentials: 401,
+    Code.invalid_refresh_token: 401,
+    Code.refresh_token_reused: 401,
+    Code.invalid_api_key: 401,
+    Code.banned: 403,
+    Code.insufficient_scope: 403,
+    Code.wrong_password: 403,
+    Code.reauth_required: 403,
+    Code.registration_closed: 403,
+    Code.email_unverified: 403,
+    Code.identity_mismatch: 403,
+    Code.user_not_found: 404,
+    Code.provider_not_found: 404,
+    Code.username_taken: 409,
+    Code.username_reserved: 409,
+    Code.username_cooldown: 409,
+    Code.email_taken: 409,
+    Code.already_verified: 409,
+    Code.no_email: 409,
+    Code.api_key_limit: 409,
+    Code.name_taken: 409,
+    Code.identity_in_use: 409,
+    Code.provider_already_linked: 409,
+    Code.oauth_email_conflict: 409,
+    Code.last_login_method: 409,
+    Code.no_push_tokens: 409,
+    Code.deletion_pending: 409,
+    Code.not_pending: 409,
+    Code.export_in_progress: 409,
+    Code.export_not_ready: 409,
+    Code.weak_password: 422,
+    Code.redirect_uri_not_allowed: 422,
+    Code.invalid_push_token: 422,
+    Code.login_locked: 429,
+    Code.export_cooldown: 429,
+    Code.push_unavailable: 503,
 }
 
 _TITLE: dict[Code, str] = {
@@ -66,6 +151,7 @@ _TITLE: dict[Code, str] = {
     Code.unauthorized: "Authentication required",
     Code.forbidden: "Forbidden",
     Code.bot_not_allowed: "Not available to bots",
+    Code.bad_request: "Bad request",
     Code.not_found: "Not found",
     Code.method_not_allowed: "Method not allowed",
     Code.conflict: "Conflict",
@@ -75,6 +161,47 @@ _TITLE: dict[Code, str] = {
     Code.internal: "Internal error",
     Code.not_ready: "Not ready",
     Code.unavailable: "Service unavailable",
+    Code.captcha_required: "Captcha required",
+    Code.invalid_oauth_code: "Invalid OAuth code",
+    Code.invalid_token: "Invalid token",
+    Code.token_expired: "Token expired",
+    Code.session_revoked: "Session revoked",
+    Code.invalid_credentials: "Invalid credentials",
+    Code.invalid_refresh_token: "Invalid refresh token",
+    Code.refresh_token_reused: "Refresh token reused",
+    Code.invalid_api_key: "Invalid API key",
+    Code.banned: "Account banned",
+    Code.insufficient_scope: "Insufficient scope",
+    Code.wrong_password: "Wrong password",
+    Code.reauth_required: "Recent authentication required",
+    Code.registration_closed: "Registration closed",
+    Code.email_unverified: "Email not verified",
+    Code.identity_mismatch: "Identity mismatch",
+    Code.user_not_found: "User not found",
+    Code.provider_not_found: "Provider not found",
+    Code.username_taken: "Username taken",
+    Code.username_reserved: "Username reserved",
+    Code.username_cooldown: "Username change on cooldown",
+    Code.email_taken: "Email taken",
+    Code.already_verified: "Already verified",
+    Code.no_email: "No email",
+    Code.api_key_limit: "API key limit reached",
+    Code.name_taken: "Name taken",
+    Code.identity_in_use: "Identity in use",
+    Code.provider_already_linked: "Provider already linked",
+    Code.oauth_email_conflict: "Email belongs to another account",
+    Code.last_login_method: "Last login method",
+    Code.no_push_tokens: "No push tokens",
+    Code.deletion_pending: "Deletion pending",
+    Code.not_pending: "No deletion pending",
+    Code.export_in_progress: "Export in progress",
+    Code.export_not_ready: "Export not ready",
+    Code.weak_password: "Weak password",
+    Code.redirect_uri_not_allowed: "Redirect URI not allowed",
+    Code.invalid_push_token: "Invalid push token",
+    Code.login_locked: "Login locked",
+    Code.export_cooldown: "Export cooldown",
+    Code.push_unavailable: "Push unavailable",
 }
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.auth import Identity, authorize, read_credentials
 from server.errors import PROBLEM_JSON, ApiError, Code, FieldError
 from server.ids import parse_snowflake
 from server.schemas import decode_json_body, decode_query
@@ -51,6 +52,10 @@ class Endpoint:
     response_headers: tuple[str, ...] = ()
     # For handlers that return a raw Response (HTML, a file, a pre-encoded document).
     media_type: str = "application/json"
+    # Banned callers may still use this route (auth.md R9: login, refresh, logout, me).
+    allow_banned: bool = False
+    # "optional" routes that must never 401 (beacons): a bad credential means anonymous.
+    lenient_auth: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -62,6 +67,11 @@ class Endpoint:
     async def _asgi(self, request: Request) -> Response:
         services: Services = request.app.state.services
         call = Call(request=request, services=services, endpoint=self)
+        if self.auth != "none":
+            call.identity = await self._identify(request, services)
+        authorize(
+            call.identity, auth=self.auth, bot_scope=self.bot_scope, allow_banned=self.allow_banned
+        )
         if self.body is not None:
             call.body = decode_json_body(await self._read_body(request, services), self.body)
         if self.query is not None:
@@ -87,6 +97,19 @@ class Endpoint:
             media_type="application/json",
             headers=call.headers,
         )
+
+    async def _identify(self, request: Request, services: Services) -> Identity | None:
+        credentials = read_credentials(request)
+        if credentials is None:
+            return None
+        if services.resolve_identity is None:
+            raise ApiError(Code.unauthorized, "Authentication is not available")
+        try:
+            return await services.resolve_identity(credentials, request)
+        except ApiError as error:
+            if self.lenient_auth and error.status == 401:
+                return None
+            raise
 
     async def _read_body(self, request: Request, services: Services) -> bytes:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -118,6 +141,14 @@ class Call(Generic[BodyT, QueryT]):
     body: BodyT = None  # type: ignore[assignment]
     query: QueryT = None  # type: ignore[assignment]
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    identity: Identity | None = None
+
+    @property
+    def user(self) -> Identity:
+        """The caller, on routes whose `auth` guarantees one."""
+        if self.identity is None:
+            raise ApiError(Code.unauthorized, "Sign in to do this")
+        return self.identity
 
     def path_id(self, name: str) -> int:
         """A snowflake from the path; a malformed one is a 404, like a missing one."""
@@ -159,6 +190,8 @@ def endpoint(
     max_body: int | None = None,
     response_headers: Sequence[str] = (),
     media_type: str = "application/json",
+    allow_banned: bool = False,
+    lenient_auth: bool = False,
 ) -> Callable[[Callable[[Call], Awaitable[Any]]], Endpoint]:
     def wrap(handler: Callable[[Call], Awaitable[Any]]) -> Endpoint:
         declared = Endpoint(
@@ -178,6 +211,8 @@ def endpoint(
             max_body=max_body,
             response_headers=tuple(response_headers),
             media_type=media_type,
+            allow_banned=allow_banned,
+            lenient_auth=lenient_auth,
         )
         _registry.append(declared)
         return declared

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
+from server.auth import Resolver
 from server.bus import Bus
 from server.cache import Cache
 from server.db import Database
@@ -31,4 +32,9 @@ class Services:
     draining: bool = False
     # Filled by the gateway when this process serves sockets (health details read it).
     gateway: Any = None
+    # Turns credentials into an Identity; wired by the composition root (models.auth).
+    resolve_identity: Resolver | None = None
+    # Domain services built at startup (password hasher, key ring, mailer, ...).
+    passwords: Any = None
+    keys: Any = None
     sweepers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
