@@ -55,7 +55,8 @@ run: $(RUN_STAMP)
 
 # pytest's exit code 5 means "no tests were collected": a failure here, said out loud.
 test: $(DEV_STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS) || { status=$$?; \
+	@echo "$(BIN)/pytest $(PYTEST_ARGS)"
+	@$(BIN)/pytest $(PYTEST_ARGS) || { status=$$?; \
 		if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 		exit $$status; }
 
