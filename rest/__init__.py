@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rest import docs, health
+from rest import auth, docs, health
 from server.http import Endpoint
 
-DOMAINS = (health, docs)
+DOMAINS = (health, auth, docs)
 
 
 def endpoints() -> list[Endpoint]:

@@ -25,6 +25,8 @@ from starlette.types import Receive, Scope, Send
 import models  # noqa: F401  (registers every table before anything queries)
 import rest
 from gateway.server import ENGINEIO_PATHS, create_socket_server
+from models.auth.identity import make_resolver
+from rest.auth import jwks_response
 from server import ids
 from server.bus import Bus
 from server.cache import Cache, InProcessCache, RedisCache
@@ -33,10 +35,12 @@ from server.errors import ApiError, Code
 from server.http import Endpoint, problem_response
 from server.log import EventLog, InProcessLog, RedisLog
 from server.observability import Metrics, RequestMiddleware
+from server.passwords import Passwords
 from server.ratelimit import RateLimiter
 from server.redis_client import connect_redis
 from server.services import Services
 from server.settings import Settings
+from server.tokens import KeyRing, load_key_encryption_key
 from server.workers import lease_worker_id, start_background
 
 log = logging.getLogger("anilay.app")
@@ -62,7 +66,7 @@ def build_services(settings: Settings) -> Services:
         cache = InProcessCache()
     bus = Bus(db, event_log)
     db.set_commit_hook(bus.publish)
-    return Services(
+    services = Services(
         settings=settings,
         db=db,
         log=event_log,
@@ -71,6 +75,9 @@ def build_services(settings: Settings) -> Services:
         limiter=RateLimiter(settings.redis_url),
         redis=redis,
     )
+    services.passwords = Passwords(settings)
+    services.resolve_identity = make_resolver(services)
+    return services
 
 
 class Application:
@@ -111,6 +118,16 @@ def create_app(
         background: list[asyncio.Task] = []
         try:
             ids.configure(await lease_worker_id(services, background))
+            kek = await asyncio.to_thread(
+                load_key_encryption_key,
+                settings.key_encryption_key,
+                settings.key_encryption_key_file,
+            )
+            services.keys = KeyRing(services.db, kek, settings.issuer)
+            try:
+                await services.keys.ensure_active()
+            except Exception as error:  # e.g. an unmigrated database: serve, report not ready
+                log.error("signing keys unavailable: %s", error)
             background.extend(start_background(services))
             services.ready = True
             yield
@@ -125,6 +142,9 @@ def create_app(
                 await services.redis.aclose()
             await services.db.disconnect()
 
+    async def jwks_at_root(request: Request) -> Response:
+        return jwks_response(services, request.headers.get("if-none-match"))
+
     async def metrics_endpoint(request: Request) -> Response:
         metrics.events_published.set(services.bus.published)
         metrics.outbox_pending.set(1 if services.bus.outbox_pending else 0)
@@ -134,6 +154,7 @@ def create_app(
         routes=[
             Mount(API_PREFIX, routes=[e.route() for e in endpoints]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/.well-known/jwks.json", jwks_at_root, methods=["GET"]),
         ],
         middleware=[
             Middleware(RequestMiddleware, metrics=metrics, log_requests=settings.access_log),

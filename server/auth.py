@@ -19,6 +19,7 @@ from server.errors import ApiError, Code
 from server.events import rfc3339
 
 STAFF_ROLES = frozenset({"moderator", "admin"})
+ANY_SCOPE = "*"  # an endpoint open to every bot key, whatever its scopes (auth.md E6)
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -103,7 +104,7 @@ def authorize(
         if bot_scope is None:
             if auth != "none":
                 raise ApiError(Code.bot_not_allowed, "Bot keys cannot use this route")
-        elif bot_scope not in (identity.scopes or frozenset()):
+        elif bot_scope != ANY_SCOPE and bot_scope not in (identity.scopes or frozenset()):
             raise ApiError(
                 Code.insufficient_scope,
                 f"This route needs the {bot_scope} scope",

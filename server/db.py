@@ -58,19 +58,25 @@ class _Engine(databases.Database):
     }
 
 
-_pending_events: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "pending_events", default=None
-)
-
-
 class Transaction:
-    """A unit of work: queries run in it, `emit` queues events for after the commit."""
+    """A unit of work: queries run in it, `emit` queues events for after the commit and
+    `on_commit` queues work (cache invalidation) that must happen once the data is durable
+    and before the events leave."""
 
     def __init__(self) -> None:
         self.events: list[Any] = []
+        self.callbacks: list[Callable[[], Awaitable[Any]]] = []
 
     def emit(self, *events: Any) -> None:
         self.events.extend(events)
+
+    def on_commit(self, callback: Callable[[], Awaitable[Any]]) -> None:
+        self.callbacks.append(callback)
+
+
+_current_unit: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+    "current_unit", default=None
+)
 
 
 class Database:
@@ -128,17 +134,21 @@ class Database:
         A nested `transaction()` is a savepoint: its events join the outer unit on success and
         are dropped with it on rollback.
         """
-        outer = _pending_events.get()
+        outer = _current_unit.get()
         unit = Transaction()
-        token = _pending_events.set(unit.events)
+        token = _current_unit.set(unit)
         try:
             async with self._engine.transaction():
                 yield unit
         finally:
-            _pending_events.reset(token)
+            _current_unit.reset(token)
         if outer is not None:
-            outer.extend(unit.events)
-        elif unit.events and self._on_commit is not None:
+            outer.events.extend(unit.events)
+            outer.callbacks.extend(unit.callbacks)
+            return
+        for callback in unit.callbacks:
+            await callback()
+        if unit.events and self._on_commit is not None:
             await self._on_commit(unit.events)
 
     # --- dialect helpers -------------------------------------------------------------

@@ -52,6 +52,8 @@ class Endpoint:
     response_headers: tuple[str, ...] = ()
     # For handlers that return a raw Response (HTML, a file, a pre-encoded document).
     media_type: str = "application/json"
+    # A body may be absent (empty); the handler then gets None.
+    body_optional: bool = False
     # Banned callers may still use this route (auth.md R9: login, refresh, logout, me).
     allow_banned: bool = False
     # "optional" routes that must never 401 (beacons): a bad credential means anonymous.
@@ -73,7 +75,9 @@ class Endpoint:
             call.identity, auth=self.auth, bot_scope=self.bot_scope, allow_banned=self.allow_banned
         )
         if self.body is not None:
-            call.body = decode_json_body(await self._read_body(request, services), self.body)
+            raw = await self._read_body(request, services)
+            if not (self.body_optional and not raw.strip()):
+                call.body = decode_json_body(raw, self.body)
         if self.query is not None:
             call.query = decode_query(
                 request.query_params, request.query_params.getlist, self.query
@@ -99,20 +103,26 @@ class Endpoint:
         )
 
     async def _identify(self, request: Request, services: Services) -> Identity | None:
-        credentials = read_credentials(request)
-        if credentials is None:
-            return None
-        if services.resolve_identity is None:
-            raise ApiError(Code.unauthorized, "Authentication is not available")
         try:
+            credentials = read_credentials(request)
+            if credentials is None:
+                return None
+            if services.resolve_identity is None:
+                raise ApiError(Code.unauthorized, "Authentication is not available")
             return await services.resolve_identity(credentials, request)
         except ApiError as error:
-            if self.lenient_auth and error.status == 401:
+            if self.lenient_auth and error.status in (400, 401):
                 return None
             raise
 
     async def _read_body(self, request: Request, services: Services) -> bytes:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if (
+            self.body_optional
+            and not media_type
+            and request.headers.get("content-length", "0") == "0"
+        ):
+            return b""
         if media_type not in self.content_types:
             raise ApiError(
                 Code.unsupported_media_type,
@@ -167,7 +177,24 @@ class Call(Generic[BodyT, QueryT]):
 
     @property
     def client_ip(self) -> str:
-        return self.request.client.host if self.request.client else "unknown"
+        return client_ip(self.request, self.services.settings.trusted_proxies)
+
+    @property
+    def user_agent(self) -> str:
+        return self.request.headers.get("user-agent", "")[:256]
+
+
+def client_ip(request: Request, trusted_proxies: Sequence[str]) -> str:
+    """The socket peer, or — when the peer is a trusted proxy — the right-most address in
+    X-Forwarded-For that is not itself a trusted proxy (auth.md R19)."""
+    peer = request.client.host if request.client else "unknown"
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",")]
+    for address in reversed([a for a in forwarded if a]):
+        if address not in trusted_proxies:
+            return address[:45]
+    return peer
 
 
 _registry: list[Endpoint] = []
@@ -192,6 +219,7 @@ def endpoint(
     media_type: str = "application/json",
     allow_banned: bool = False,
     lenient_auth: bool = False,
+    body_optional: bool = False,
 ) -> Callable[[Callable[[Call], Awaitable[Any]]], Endpoint]:
     def wrap(handler: Callable[[Call], Awaitable[Any]]) -> Endpoint:
         declared = Endpoint(
@@ -213,6 +241,7 @@ def endpoint(
             media_type=media_type,
             allow_banned=allow_banned,
             lenient_auth=lenient_auth,
+            body_optional=body_optional,
         )
         _registry.append(declared)
         return declared

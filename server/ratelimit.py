@@ -85,6 +85,14 @@ class RateLimiter:
             )
         return result
 
+    async def clear(self, rule: str, *identifiers: str) -> None:
+        """Forget the count of `rule` for these identifiers (a success resets failures)."""
+        item = self._item(rule)
+        try:
+            await (self._redis or self._memory).clear(item, *identifiers)
+        except REDIS_DOWN_ERRORS:
+            await self._memory.clear(item, *identifiers)
+
     async def reset(self) -> None:
         await self._memory.storage.reset()
         if self._redis is not None:

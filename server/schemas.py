@@ -21,7 +21,9 @@ MAX_FIELD_ERRORS = 50
 
 
 class Schema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base for request bodies and query strings: unknown fields are an error."""
+    """Base for request bodies and query strings: unknown fields are an error.
+
+    (msgspec does not inherit `kw_only`: in subclasses, list required fields first.)"""
 
 
 _json_decoders: dict[type, msgspec.json.Decoder] = {}

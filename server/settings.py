@@ -43,13 +43,29 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
-    # Outbox sweeper period while events wait for Redis.
+    # Outbox sweeper period while events wait for Redis; job queue poll period.
     outbox_poll_s: float = 1.0
+    jobs_poll_s: float = 1.0
     redis_timeout_s: float = 1.0
     db_pool_min: int = 1
     db_pool_max: int = 10
     version: str = "0.1.0"
     commit: str = "unknown"
+    environment: Literal["production", "dev", "test"] = "production"
+    # Identity (auth.md).
+    issuer: str = "https://anilay.dev"
+    public_url: str = "http://127.0.0.1:8000"  # links in mail, OAuth callbacks
+    web_url: str = "http://127.0.0.1:3000"  # the web app: where mail links land
+    key_encryption_key: str | None = None  # base64url 32 bytes; else a file under ./var
+    key_encryption_key_file: str = "./var/key-encryption.key"
+    registration_open: bool = True
+    trusted_proxies: tuple[str, ...] = ()
+    # Mail: with no SMTP host, mail is logged (dev) and kept in the outbox table.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Anilay <no-reply@anilay.dev>"
 
     @property
     def dialect(self) -> str:
@@ -124,7 +140,36 @@ class Settings:
             outbox_poll_s=float(number("ANILAY_OUTBOX_POLL_S", defaults.outbox_poll_s, float)),
             db_pool_max=int(number("ANILAY_DB_POOL_MAX", defaults.db_pool_max)),
             commit=text("ANILAY_COMMIT", defaults.commit),
+            environment=_choice(
+                text("ANILAY_ENV", defaults.environment),
+                ("production", "dev", "test"),
+                "ANILAY_ENV",
+            ),
+            issuer=text("ANILAY_ISSUER", defaults.issuer),
+            public_url=text("ANILAY_PUBLIC_URL", defaults.public_url).rstrip("/"),
+            web_url=text("ANILAY_WEB_URL", defaults.web_url).rstrip("/"),
+            key_encryption_key=text("ANILAY_KEY_ENCRYPTION_KEY", None),
+            key_encryption_key_file=text(
+                "ANILAY_KEY_ENCRYPTION_KEY_FILE", defaults.key_encryption_key_file
+            ),
+            registration_open=text("ANILAY_REGISTRATION_OPEN", "1") not in ("0", "false", "no"),
+            trusted_proxies=tuple(
+                p.strip()
+                for p in (text("ANILAY_TRUSTED_PROXIES", "") or "").split(",")
+                if p.strip()
+            ),
+            smtp_host=text("ANILAY_SMTP_HOST", None),
+            smtp_port=int(number("ANILAY_SMTP_PORT", defaults.smtp_port)),
+            smtp_user=text("ANILAY_SMTP_USER", None),
+            smtp_password=text("ANILAY_SMTP_PASSWORD", None),
+            mail_from=text("ANILAY_MAIL_FROM", defaults.mail_from),
         )
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def normalize_database_url(url: str) -> str:

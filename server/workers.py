@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from server.ids import MAX_WORKER_ID
+from server.jobs import run_due_jobs
 from server.redis_client import REDIS_DOWN_ERRORS
 from server.services import Services
 
@@ -27,6 +28,8 @@ WORKER_LEASE_KEY = "anilay:worker-id:{}"
 WORKER_LEASE_TTL_S = 60
 WORKER_LEASE_RENEW_S = 20
 LOG_TRIM_EVERY_S = 5.0
+KEYS_REFRESH_S = 30.0
+KEYS_ROTATE_CHECK_S = 60.0
 
 
 async def lease_worker_id(services: Services, background: list[asyncio.Task]) -> int:
@@ -88,9 +91,17 @@ def _loop(
 def start_background(services: Services) -> list[asyncio.Task]:
     settings = services.settings
     tasks = []
+    # Every process refreshes its view of the signing keys (rotations happen in the worker).
+    tasks.append(
+        _loop(services, "signing_keys_refresh", KEYS_REFRESH_S, services.keys.ensure_active)
+    )
     if settings.runs_worker:
         tasks.append(_loop(services, "outbox", settings.outbox_poll_s, services.bus.drain_outbox))
         tasks.append(_loop(services, "log_trim", LOG_TRIM_EVERY_S, services.log.trim))
+        tasks.append(_loop(services, "jobs", settings.jobs_poll_s, lambda: run_due_jobs(services)))
+        tasks.append(
+            _loop(services, "signing_keys_rotate", KEYS_ROTATE_CHECK_S, services.keys.rotate_step)
+        )
     elif settings.runs_rest:
         tasks.append(
             _loop(services, "outbox_watch", settings.outbox_poll_s, services.bus.refresh_pending)

@@ -43,6 +43,7 @@ PG_TEST_DB = os.environ.get("ANILAY_TEST_POSTGRES_DB", "anilay_test")
 REDIS_TEST_URL = os.environ.get("ANILAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ALL_BACKENDS = ("embedded", "scaleout")
+TEST_KEY_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS1lbmNyeXB0aW9uLWtleS0zMmI"  # 32 bytes, tests only
 
 
 def _wanted_backends() -> tuple[str, ...]:
@@ -105,6 +106,9 @@ def base_settings(**overrides) -> Settings:
         access_log=False,
         worker_id=1,
         outbox_poll_s=0.05,
+        jobs_poll_s=0.05,
+        environment="test",
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         host="127.0.0.1",
         port=0,
     )
