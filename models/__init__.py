@@ -1,6 +1,6 @@
 """The data of every domain. Importing this package registers every table on the one
 MetaData (server.db.metadata) that migrations and tests compare against."""
 
-from models import mail, users  # noqa: F401
+from models import api_keys, mail, oauth, push, users  # noqa: F401
 from models.auth import accounts, tables  # noqa: F401  (accounts registers its jobs)
 from server import bus, jobs, tokens  # noqa: F401  (platform tables: outbox, jobs, keys)

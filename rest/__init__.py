@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rest import auth, docs, health
+from rest import api_keys, auth, docs, health, oauth, push, users
 from server.http import Endpoint
 
-DOMAINS = (health, auth, docs)
+DOMAINS = (health, auth, oauth, api_keys, push, users, docs)
 
 
 def endpoints() -> list[Endpoint]:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from server.migrate import current_revision, head_revision
+from server.migrate import current_revisions, head_revisions
 from server.services import Services
 
 CHECK_TIMEOUT_S = 1.0
@@ -29,14 +29,13 @@ class Readiness(msgspec.Struct, frozen=True):
     checks: dict[str, str]
 
 
-_HEAD = head_revision()
+_HEADS = head_revisions()
 _cache: dict[int, tuple[float, Readiness]] = {}
 
 
 async def _check_database(services: Services) -> CheckResult:
     await services.db.ping()
-    revision = await current_revision(services.db)
-    return "ok" if revision == _HEAD else "behind"
+    return "ok" if await current_revisions(services.db) == _HEADS else "behind"
 
 
 async def _check_redis(services: Services) -> CheckResult:

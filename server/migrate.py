@@ -11,7 +11,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from server.db import ensure_parent_dir, sqlite_path
@@ -26,11 +25,12 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+def head_revisions() -> frozenset[str]:
+    """The code's migration heads (one, except while parallel branches await a merge)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
     """Bring the database to `revision` (blocking: run it off the event loop)."""
     path = sqlite_path(database_url)
     if path and path != ":memory:":
@@ -38,17 +38,14 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-async def upgrade_async(database_url: str, revision: str = "head") -> None:
+async def upgrade_async(database_url: str, revision: str = "heads") -> None:
     await asyncio.to_thread(upgrade, database_url, revision)
 
 
-async def current_revision(db) -> str | None:
-    """The revision recorded in the database (None for an empty database)."""
+async def current_revisions(db) -> frozenset[str]:
+    """The revisions recorded in the database (empty for an unmigrated database)."""
     try:
-        return await db.fetch_val("SELECT version_num FROM alembic_version")
+        rows = await db.fetch_all("SELECT version_num FROM alembic_version")
     except Exception:  # no alembic_version table yet: an unmigrated database
-        return None
-
-
-def current_revision_with(connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+        return frozenset()
+    return frozenset(row["version_num"] for row in rows)

@@ -43,7 +43,7 @@ class ClientInfo:
 
 
 async def account_update_event(services: Services, tx: Transaction, user_id: int) -> None:
-    from models.oauth_identities import linked_providers
+    from models.oauth import linked_providers
 
     row = await services.db.fetch_one(sa.select(users).where(users.c.id == user_id))
     assert row is not None
@@ -421,7 +421,7 @@ async def describe_me(services: Services, identity: Identity) -> dict[str, Any]:
     from models.auth.identity import restrictions
     from models.auth.sessions import get_session
     from models.auth.shapes import account_user
-    from models.oauth_identities import identity_summaries
+    from models.oauth import identity_summaries
 
     row = await _load(services, identity.user_id)
     session = None

@@ -12,9 +12,10 @@ keep-alive connections, each sending one request at a time, for a fixed time aft
 warm-up); the median of the rounds is reported with the ratio ours/bare. The target is at
 least 0.7. The load generator is a minimal HTTP/1.1 client on asyncio streams rather than
 httpx, because a heavier client would eat the CPU the servers share it with and push the
-ratio towards 1 whatever the server costs.
+ratio towards 1 whatever the server costs. With two CPUs or more, the servers are pinned to
+the first and the load generator to the others, so the scheduler places both runs alike.
 
-    python tests/bench/rest_overhead.py [--rounds 5] [--seconds 2.5] [--connections 32]
+    python tests/bench/rest_overhead.py [--rounds 8] [--seconds 1.5] [--connections 32]
 
 Exits 1 when the ratio is below the target or any response was not a 200.
 """
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PATH = "/api/v1/health/live"
 TARGET_RATIO = 0.7
 STARTUP_TIMEOUT_S = 20.0
+CPUS = sorted(os.sched_getaffinity(0))
+PINNED = len(CPUS) >= 2
+SERVER_CPUS, LOAD_CPUS = set(CPUS[:1]), set(CPUS[1:])
 
 
 # --- the servers (run in subprocesses: `rest_overhead.py _serve bare|ours PORT [DB_URL]`) ---
@@ -159,12 +163,16 @@ async def _wait_until_up(port: int, process: subprocess.Popen) -> None:
     raise RuntimeError(f"server on port {port} did not start in {STARTUP_TIMEOUT_S:.0f} s")
 
 
-def _start(kind: str, database_url: str | None) -> tuple[subprocess.Popen, int]:
+def _start(kind: str, database_url: str | None, scratch: str) -> tuple[subprocess.Popen, int]:
+    """A server subprocess, run from the scratch directory so it writes nothing in the repo."""
     port = _free_port()
-    command = [sys.executable, __file__, "_serve", kind, str(port)]
+    command = [sys.executable, str(Path(__file__).resolve()), "_serve", kind, str(port)]
     if database_url:
         command.append(database_url)
-    return subprocess.Popen(command, cwd=ROOT), port
+    process = subprocess.Popen(command, cwd=scratch)
+    if PINNED:
+        os.sched_setaffinity(process.pid, SERVER_CPUS)
+    return process, port
 
 
 def _installed(module: str) -> bool:
@@ -181,25 +189,39 @@ async def main(rounds: int, seconds: float, warmup_s: float, connections: int) -
         f"uvicorn {uvicorn.__version__}, loop {'uvloop' if _installed('uvloop') else 'asyncio'}, "
         f"http {'httptools' if _installed('httptools') else 'h11'}, 1 worker each; "
         f"{connections} keep-alive connections, {rounds} rounds of {seconds:g} s "
-        f"(+{warmup_s:g} s warm-up), {os.cpu_count()} CPUs shared with the load generator"
+        f"(+{warmup_s:g} s warm-up); "
+        + (
+            f"servers on CPU {min(SERVER_CPUS)}, load generator on CPU "
+            + ",".join(map(str, sorted(LOAD_CPUS)))
+            if PINNED
+            else "one CPU shared by server and load generator"
+        )
     )
     with tempfile.TemporaryDirectory(prefix="anilay-bench-") as scratch:
         database_url = f"sqlite+aiosqlite:///{scratch}/anilay.db"
         await upgrade_async(database_url)
-        servers = {"bare": _start("bare", None), "ours": _start("ours", database_url)}
+        servers = {
+            "bare": _start("bare", None, scratch),
+            "ours": _start("ours", database_url, scratch),
+        }
+        if PINNED:
+            os.sched_setaffinity(0, LOAD_CPUS)
         try:
             for process, port in servers.values():
                 await _wait_until_up(port, process)
             results: dict[str, list[float]] = {"bare": [], "ours": []}
             failures = 0
             for round_number in range(1, rounds + 1):
-                line = []
                 for kind, (_, port) in servers.items():
                     rate, failed = await drive(port, connections, warmup_s, seconds)
                     results[kind].append(rate)
                     failures += failed
-                    line.append(f"{kind} {rate:8.0f} req/s")
-                print(f"round {round_number}: " + ", ".join(line), flush=True)
+                bare_rate, our_rate = results["bare"][-1], results["ours"][-1]
+                print(
+                    f"round {round_number}: bare {bare_rate:6.0f} req/s, "
+                    f"ours {our_rate:6.0f} req/s, ratio {our_rate / bare_rate:.2f}",
+                    flush=True,
+                )
         finally:
             for process, _ in servers.values():
                 process.terminate()
@@ -233,8 +255,8 @@ if __name__ == "__main__":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.5, help="measured time per run")
-    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured load first")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=0.3, help="unmeasured load first")
     parser.add_argument("--connections", type=int, default=32)
     raise SystemExit(_run_load_generator(parser.parse_args()))

@@ -5,6 +5,7 @@ the waiting events in order; a rolled-back transaction's events never appear any
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
 import httpx
@@ -17,11 +18,18 @@ from server.bus import outbox
 from server.events import event_type, make_event
 from server.log import RedisLog
 from server.migrate import upgrade_async
-from tests.conftest import PG_ADMIN_URL, base_settings, pg_url, start_live_server, stop_live_server
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PG_TEST_DB,
+    base_settings,
+    pg_url,
+    start_live_server,
+    stop_live_server,
+)
 from tests.support.proxy import FlakyProxy
 
-OUTBOX_DB = "anilay_test_outbox"
-REDIS_DB = 14
+OUTBOX_DB = PG_TEST_DB + "_outbox"
+REDIS_DB = int(os.environ.get("ANILAY_TEST_REDIS_SPARE_DB", "14"))
 
 
 class Step(msgspec.Struct):

@@ -1,0 +1,3 @@
+"""api_keys routes: arriving with their own work."""
+
+routes: list = []

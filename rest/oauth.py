@@ -1,0 +1,3 @@
+"""oauth routes: arriving with their own work."""
+
+routes: list = []

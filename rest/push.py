@@ -1,0 +1,3 @@
+"""push routes: arriving with their own work."""
+
+routes: list = []

@@ -1,0 +1,3 @@
+"""users routes: arriving with their own work."""
+
+routes: list = []
