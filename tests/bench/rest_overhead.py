@@ -233,8 +233,15 @@ async def main(rounds: int, seconds: float, warmup_s: float, connections: int) -
     bare, ours = statistics.median(results["bare"]), statistics.median(results["ours"])
     ratio = ours / bare
     verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+    # Other load on the machine only ever slows a run down, so the best rounds are the
+    # least disturbed: when they disagree with the medians, the machine was busy.
+    best_bare, best_ours = max(results["bare"]), max(results["ours"])
     print(f"median: bare {bare:.0f} req/s, ours {ours:.0f} req/s")
-    print(f"ratio ours/bare: {ratio:.2f} ({verdict} the target of {TARGET_RATIO:.2f})")
+    print(
+        f"best:   bare {best_bare:.0f} req/s, ours {best_ours:.0f} req/s, "
+        f"ratio {best_ours / best_bare:.2f}"
+    )
+    print(f"ratio ours/bare (medians): {ratio:.2f} ({verdict} the target of {TARGET_RATIO:.2f})")
     if failures:
         print(f"{failures} responses were not 200 {{'status': 'ok'}}", file=sys.stderr)
     return 0 if ratio >= TARGET_RATIO and not failures else 1
