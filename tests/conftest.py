@@ -215,9 +215,13 @@ async def _server(backend: Settings) -> AsyncIterator[LiveServer]:
     await stop_live_server(live)
 
 
+KEEP_TABLES = frozenset({"signing_keys"})
+
+
 async def reset_state(services: Services) -> None:
     """Empty every table and the engine's shared state, so tests cannot see each other."""
-    tables = [t for t in reversed(metadata.sorted_tables)]
+    # Signing keys are process state (the running server holds them): keep them.
+    tables = [t for t in reversed(metadata.sorted_tables) if t.name not in KEEP_TABLES]
     if services.db.dialect == "postgresql":
         if tables:
             names = ", ".join(f'"{t.name}"' for t in tables)
