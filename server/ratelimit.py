@@ -85,6 +85,26 @@ class RateLimiter:
             )
         return result
 
+    async def ensure_room(self, rule: str, *identifiers: str) -> None:
+        """Raise 429 if `rule` is already exhausted, without counting this call (for limits
+        that count only failures, such as wrong passwords)."""
+        item = self._item(rule)
+        try:
+            strategy = self._redis or self._memory
+            room = await strategy.test(item, *identifiers)
+            stats = await strategy.get_window_stats(item, *identifiers) if not room else None
+        except REDIS_DOWN_ERRORS:
+            strategy = self._memory
+            room = await strategy.test(item, *identifiers)
+            stats = await strategy.get_window_stats(item, *identifiers) if not room else None
+        if not room and stats is not None:
+            result = RateLimitResult(
+                allowed=False, limit=item.amount, remaining=0, reset_at=stats.reset_time
+            )
+            raise ApiError(
+                Code.rate_limited, "Too many requests; retry later", headers=result.headers()
+            )
+
     async def clear(self, rule: str, *identifiers: str) -> None:
         """Forget the count of `rule` for these identifiers (a success resets failures)."""
         item = self._item(rule)

@@ -70,8 +70,9 @@ async def register(
     )
 
 
-async def login(client: httpx.AsyncClient, account: Account, **extra) -> Account:
-    response = await client.post(
+async def login(http: httpx.AsyncClient, account: Account, **extra) -> Account:
+    """Sign in again; `extra` goes into the body (e.g. client="ios")."""
+    response = await http.post(
         "/auth/login", json={"login": account.username, "password": account.password, **extra}
     )
     assert response.status_code == 200, response.text
