@@ -83,13 +83,17 @@ def build_services(settings: Settings) -> Services:
 class Application:
     """The ASGI entry point: Engine.IO paths go to Socket.IO, everything else to Starlette."""
 
-    def __init__(self, http: Starlette, sio: socketio.AsyncServer, services: Services) -> None:
+    def __init__(
+        self, http: Starlette, sio: socketio.AsyncServer | None, services: Services
+    ) -> None:
         self.http = http
         self.sio = sio
         self.services = services
-        self._engineio = {
-            path: socketio.ASGIApp(sio, socketio_path=path.lstrip("/")) for path in ENGINEIO_PATHS
-        }
+        self._engineio = (
+            {path: socketio.ASGIApp(sio, socketio_path=path.lstrip("/")) for path in ENGINEIO_PATHS}
+            if sio is not None
+            else {}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -109,6 +113,8 @@ def create_app(
     """Build the process. `endpoints` defaults to the whole API (tests mount their own)."""
     services = services or build_services(settings)
     endpoints = rest.endpoints() if endpoints is None else endpoints
+    # A gateway or worker process serves the probes only; REST lives in rest processes.
+    served = endpoints if settings.runs_rest else [e for e in endpoints if e.tag == "health"]
     metrics = Metrics()
     sio = create_socket_server(services)
 
@@ -152,12 +158,53 @@ def create_app(
 
     http = Starlette(
         routes=[
-            Mount(API_PREFIX, routes=[e.route() for e in endpoints]),
+            Mount(API_PREFIX, routes=api_routes(served)),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_at_root, methods=["GET"]),
         ],
-        middleware=[
-            Middleware(RequestMiddleware, metrics=metrics, log_requests=settings.access_log),
+        middleware=_middleware(settings, metrics),
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    http.state.services = services
+    http.state.endpoints = served
+    http.state.metrics = metrics
+    http.state.sio = sio
+    return Application(http, sio if settings.runs_gateway else None, services)
+
+
+def api_routes(endpoints: list[Endpoint]) -> list[Mount | Route]:
+    """Routes grouped under one Mount per first path segment (`/auth`, `/users`, ...).
+
+    Starlette tries routes in order with a regex each; with hundreds of endpoints a flat
+    list makes the last ones pay for every miss. One Mount per segment keeps a request to
+    a few dozen prefix checks plus its own group's routes.
+    """
+    groups: dict[str, list[Endpoint]] = {}
+    for endpoint in endpoints:
+        segment = endpoint.path.split("/", 2)[1]
+        if "{" in segment:
+            raise ValueError(f"a path must start with a literal segment: {endpoint.path}")
+        groups.setdefault(segment, []).append(endpoint)
+    routes: list[Mount | Route] = []
+    for segment, members in groups.items():
+        prefix = "/" + segment
+        exact = [e.route() for e in members if e.path == prefix]
+        nested = [e.route(prefix) for e in members if e.path != prefix]
+        routes.extend(exact)
+        if nested:
+            routes.append(Mount(prefix, routes=nested))
+    return routes
+
+
+def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    stack = [Middleware(RequestMiddleware, metrics=metrics, log_requests=settings.access_log)]
+    if settings.cors_origins:  # no origins configured: skip the layer and its per-request cost
+        stack.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
@@ -178,20 +225,9 @@ def create_app(
                     "X-RateLimit-Reset",
                 ],
                 max_age=600,
-            ),
-        ],
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
-        lifespan=lifespan,
-    )
-    http.state.services = services
-    http.state.endpoints = endpoints
-    http.state.metrics = metrics
-    http.state.sio = sio
-    return Application(http, sio, services)
+            )
+        )
+    return stack
 
 
 async def _api_error(request: Request, error: Exception) -> Response:

@@ -19,6 +19,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from server.auth import Identity, authorize, read_credentials
 from server.errors import PROBLEM_JSON, ApiError, Code, FieldError
@@ -63,10 +64,27 @@ class Endpoint:
     def operation_id(self) -> str:
         return self.handler.__name__
 
-    def route(self) -> Route:
-        return Route(self.path, self._asgi, methods=[self.method], name=self.operation_id)
+    def route(self, prefix: str = "") -> Route:
+        """A Starlette route; `prefix` is the part of the path a surrounding Mount matched."""
+        assert self.path.startswith(prefix)
+        return Route(
+            self.path[len(prefix) :] or "/",
+            _EndpointApp(self),
+            methods=[self.method],
+            name=self.operation_id,
+        )
 
-    async def _asgi(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request. A domain error is rendered here, without a trip through
+        Starlette's exception layers; anything unexpected propagates (500 upstream)."""
+        request = Request(scope, receive)
+        try:
+            response = await self._serve(request)
+        except ApiError as error:
+            response = problem_response(error)
+        await response(scope, receive, send)
+
+    async def _serve(self, request: Request) -> Response:
         services: Services = request.app.state.services
         call = Call(request=request, services=services, endpoint=self)
         if self.auth != "none":
@@ -82,7 +100,7 @@ class Endpoint:
             call.query = decode_query(
                 request.query_params, request.query_params.getlist, self.query
             )
-        elif request.query_params:
+        elif request.scope["query_string"] and request.query_params:
             raise ApiError(
                 Code.validation_failed,
                 "This route takes no query parameters",
@@ -95,12 +113,7 @@ class Endpoint:
             return result
         if result is None:
             return Response(status_code=204, headers=call.headers)
-        return Response(
-            _encoder.encode(result),
-            status_code=self.status,
-            media_type="application/json",
-            headers=call.headers,
-        )
+        return JsonBody(_encoder.encode(result), self.status, call.headers)
 
     async def _identify(self, request: Request, services: Services) -> Identity | None:
         try:
@@ -182,6 +195,35 @@ class Call(Generic[BodyT, QueryT]):
     @property
     def user_agent(self) -> str:
         return self.request.headers.get("user-agent", "")[:256]
+
+
+class _EndpointApp:
+    """Wraps an Endpoint so Starlette treats it as a plain ASGI app (no request_response
+    wrapper, no per-route exception layer)."""
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.endpoint(scope, receive, send)
+
+
+class JsonBody(Response):
+    """A JSON response with its headers built directly (Starlette's generic header setup is
+    a measurable share of a small request)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int, headers: dict[str, str]) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        for name, value in headers.items():
+            raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.raw_headers = raw
 
 
 def client_ip(request: Request, trusted_proxies: Sequence[str]) -> str:

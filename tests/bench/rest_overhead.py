@@ -62,7 +62,16 @@ def our_app(database_url: str):
     from server.app import create_app
     from server.settings import Settings
 
-    return create_app(Settings(database_url=database_url, access_log=False, log_level="warning"))
+    # The key-encryption key file goes beside the scratch database, not into ./var.
+    key_file = os.path.join(os.path.dirname(database_url.split("///", 1)[1]), "kek")
+    return create_app(
+        Settings(
+            database_url=database_url,
+            access_log=False,
+            log_level="warning",
+            key_encryption_key_file=key_file,
+        )
+    )
 
 
 def serve(kind: str, port: int, database_url: str | None) -> None:

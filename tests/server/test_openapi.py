@@ -71,12 +71,19 @@ async def test_operations_are_exactly_the_routers(client, live):
     mounted: set[tuple[str, str]] = set()
     mounts = [r for r in live.app.http.routes if isinstance(r, Mount) and r.path == PREFIX]
     assert len(mounts) == 1
-    for route in mounts[0].routes:
-        assert isinstance(route, Route)
-        methods = set(route.methods or ())
-        if "GET" in methods:
-            methods.discard("HEAD")  # Starlette answers HEAD for every GET route by itself
-        mounted |= {(m, PREFIX + _template(route.path)) for m in methods}
+
+    def walk(routes, prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, Mount):  # the API groups routes by their first segment
+                walk(route.routes, prefix + route.path)
+                continue
+            assert isinstance(route, Route)
+            methods = set(route.methods or ())
+            if "GET" in methods:
+                methods.discard("HEAD")  # Starlette answers HEAD for every GET route by itself
+            mounted.update((m, prefix + _template(route.path)) for m in methods)
+
+    walk(mounts[0].routes, PREFIX)
     assert _operations(doc) == declared == mounted
     assert list(doc["paths"]) == sorted(doc["paths"])
 
