@@ -15,7 +15,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.replace(**overrides) if overrides else settings
 
 
-def serve(settings: Settings, workers: int = 1) -> None:
+def serve(settings: Settings) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -28,8 +28,8 @@ def serve(settings: Settings, workers: int = 1) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        # The app reads X-Forwarded-For itself, trusting only ANILAY_TRUSTED_PROXIES (R19).
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.gateway_drain_s) + 5,
     )
 
@@ -42,7 +42,7 @@ def migrate(settings: Settings) -> None:
 
 
 def seed(settings: Settings) -> None:
-    from server.seed import seed_demo
+    from models.demo import seed_demo
 
     summary = asyncio.run(seed_demo(settings))
     print(
@@ -50,6 +50,21 @@ def seed(settings: Settings) -> None:
         if summary
         else "seeded: nothing new"
     )
+
+
+def create_admin(settings: Settings, username: str, email: str, password: str) -> None:
+    from models.auth.bootstrap import create_admin_account
+
+    user_id = asyncio.run(create_admin_account(settings, username, email, password))
+    print(f"admin {username} ready (id {user_id})")
+
+
+def rotate_keys(settings: Settings) -> None:
+    """Emergency rotation: a fresh key signs from now on; every access token dies."""
+    from models.auth.bootstrap import emergency_rotate
+
+    kid = asyncio.run(emergency_rotate(settings))
+    print(f"signing key {kid} is active; every other key is retired")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--port", type=int)
     commands.add_parser("migrate", help="bring the database schema to the code's head")
     commands.add_parser("seed", help="load demo data (idempotent)")
+    admin = commands.add_parser("create-admin", help="create (or promote) an admin account")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", help="prompted for when omitted")
+    commands.add_parser("rotate-keys", help="emergency signing-key rotation")
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
@@ -73,6 +93,13 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "seed":
         seed(settings)
+    elif args.command == "create-admin":
+        import getpass
+
+        password = args.password or getpass.getpass("Password: ")
+        create_admin(settings, args.username, args.email, password)
+    elif args.command == "rotate-keys":
+        rotate_keys(settings)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class Settings:
     version: str = "0.1.0"
     commit: str = "unknown"
     environment: Literal["production", "dev", "test"] = "production"
+    # Blob storage of the embedded deployment (data exports, users.md R10): a local directory.
+    data_dir: str = "./var/data"
     # Identity (auth.md).
     issuer: str = "https://anilay.dev"
     public_url: str = "http://127.0.0.1:8000"  # links in mail, OAuth callbacks
@@ -60,12 +62,19 @@ class Settings:
     key_encryption_key_file: str = "./var/key-encryption.key"
     registration_open: bool = True
     trusted_proxies: tuple[str, ...] = ()
+    # OAuth (auth.md R15, R17): provider configuration as JSON text, checked by
+    # server.oauth_providers; and the exact redirect URIs clients may ask to come back to.
+    oauth_providers: str = ""
+    oauth_redirect_uris: tuple[str, ...] = ()
     # Mail: with no SMTP host, mail is logged (dev) and kept in the outbox table.
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_user: str | None = None
     smtp_password: str | None = None
     mail_from: str = "Anilay <no-reply@anilay.dev>"
+    # Push (auth.md R30, R34): the Expo push API and its optional access token.
+    expo_base_url: str = "https://exp.host/--/api/v2"
+    expo_access_token: str | None = None
 
     @property
     def dialect(self) -> str:
@@ -137,9 +146,18 @@ class Settings:
             gateway_drain_s=float(number("GATEWAY_DRAIN_S", defaults.gateway_drain_s, float)),
             argon2_time_cost=int(number("ANILAY_ARGON2_TIME_COST", defaults.argon2_time_cost)),
             argon2_memory_kib=int(number("ANILAY_ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),
+            argon2_parallelism=int(
+                number("ANILAY_ARGON2_PARALLELISM", defaults.argon2_parallelism)
+            ),
+            redis_timeout_s=float(
+                number("ANILAY_REDIS_TIMEOUT_S", defaults.redis_timeout_s, float)
+            ),
+            db_pool_min=int(number("ANILAY_DB_POOL_MIN", defaults.db_pool_min)),
+            jobs_poll_s=float(number("ANILAY_JOBS_POLL_S", defaults.jobs_poll_s, float)),
             outbox_poll_s=float(number("ANILAY_OUTBOX_POLL_S", defaults.outbox_poll_s, float)),
             db_pool_max=int(number("ANILAY_DB_POOL_MAX", defaults.db_pool_max)),
             commit=text("ANILAY_COMMIT", defaults.commit),
+            data_dir=text("ANILAY_DATA_DIR", defaults.data_dir),
             environment=_choice(
                 text("ANILAY_ENV", defaults.environment),
                 ("production", "dev", "test"),
@@ -158,12 +176,33 @@ class Settings:
                 for p in (text("ANILAY_TRUSTED_PROXIES", "") or "").split(",")
                 if p.strip()
             ),
+            oauth_providers=_oauth_providers(
+                text("ANILAY_OAUTH_PROVIDERS", "") or "",
+                text("ANILAY_ENV", defaults.environment) or defaults.environment,
+            ),
+            oauth_redirect_uris=tuple(
+                u.strip()
+                for u in (text("ANILAY_OAUTH_REDIRECT_URIS", "") or "").split(",")
+                if u.strip()
+            ),
             smtp_host=text("ANILAY_SMTP_HOST", None),
             smtp_port=int(number("ANILAY_SMTP_PORT", defaults.smtp_port)),
             smtp_user=text("ANILAY_SMTP_USER", None),
             smtp_password=text("ANILAY_SMTP_PASSWORD", None),
             mail_from=text("ANILAY_MAIL_FROM", defaults.mail_from),
+            expo_base_url=text("ANILAY_EXPO_BASE_URL", defaults.expo_base_url).rstrip("/"),
+            expo_access_token=text("ANILAY_EXPO_ACCESS_TOKEN", None),
         )
+
+
+def _oauth_providers(raw: str, environment: str) -> str:
+    from server.oauth_providers import ProviderConfigError, parse_providers
+
+    try:
+        parse_providers(raw, environment)
+    except ProviderConfigError as error:
+        raise SettingsError(f"ANILAY_OAUTH_PROVIDERS: {error}") from None
+    return raw
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
