@@ -1,20 +1,45 @@
 """The Socket.IO server: created once per process, mounted at both Engine.IO paths.
 
-With Redis configured, python-socketio's AsyncRedisManager carries volatile emits between
-gateway processes; durable events never go through it (each process tails the log).
+With Redis configured, python-socketio's AsyncRedisManager carries volatile emits (typing,
+party clocks) between gateway processes; durable events never go through it (each process
+tails the log, gateway.delivery).
 """
 
 from __future__ import annotations
 
-import socketio
+import asyncio
+import logging
+from typing import Any
 
+import socketio
+from starlette.requests import Request
+
+from gateway import handlers
+from gateway.connections import Connection, Registry
+from gateway.delivery import Dispatcher
+from gateway.presence import online_friends
+from gateway.sessions import GatewaySession, SessionStore, new_session_id
+from gateway.topics import topics_for
+from models.users import get_user, summary_of
+from server.auth import Identity
+from server.errors import ApiError, Code
+from server.log import parse_log_id
 from server.services import Services
+
+log = logging.getLogger("anilay.gateway")
 
 ENGINEIO_PATHS = ("/api/v1/ws", "/api/v1/chat/ws")
 NAMESPACES = ("/", "/party", "/bots")
 PING_INTERVAL_S = 25
 PING_TIMEOUT_S = 20
 MAX_PAYLOAD_BYTES = 64 * 1024  # whole Engine.IO packet; per-event limits are stricter
+HEARTBEAT_INTERVAL_MS = 15_000
+REPLAY_BATCH = 500
+
+_AUTH_CODES = {
+    Code.session_revoked: "session_revoked",
+    Code.banned: "banned",
+}
 
 
 class AuthRefused(socketio.exceptions.ConnectionRefusedError):
@@ -23,6 +48,196 @@ class AuthRefused(socketio.exceptions.ConnectionRefusedError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.error_args = {"code": code, "message": message}  # sent as connect_error data
+
+
+class Gateway:
+    """Everything live in one process: the sockets, the log tailer, the session store."""
+
+    def __init__(self, services: Services, sio: socketio.AsyncServer) -> None:
+        self.services = services
+        self.sio = sio
+        self.registry = Registry()
+        self.dispatcher = Dispatcher(services, sio, self.registry)
+        self.sessions = SessionStore(services.cache, services.settings.gateway_resume_window_s)
+        self._tasks: set[asyncio.Task] = set()
+        self.on_disconnect_hooks: list = []
+
+    def spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- connect -----------------------------------------------------------------------
+    async def authenticate(self, namespace: str, environ: dict, auth: Any) -> Identity:
+        if not isinstance(auth, dict):
+            raise AuthRefused("auth_failed", "A valid access token is required")
+        try:
+            if namespace == "/bots":
+                key = auth.get("api_key")
+                if not isinstance(key, str) or not key:
+                    raise AuthRefused("auth_failed", "A valid API key is required")
+                from models.api_keys import identify_bot
+
+                identity = await identify_bot(
+                    self.services, key, Request(environ.get("asgi.scope", {}))
+                )
+            else:
+                token = auth.get("token")
+                if not isinstance(token, str) or not token or len(token) > 4096:
+                    raise AuthRefused("auth_failed", "A valid access token is required")
+                from models.auth.identity import identify_bearer
+
+                identity = await identify_bearer(self.services, token)
+        except ApiError as error:
+            code = _AUTH_CODES.get(error.code, "auth_failed")
+            raise AuthRefused(code, str(error)) from None
+        if identity.banned():
+            raise AuthRefused("banned", "This account is banned")
+        return identity
+
+    async def connect(self, sid: str, environ: dict, auth: Any, namespace: str) -> None:
+        identity = await self.authenticate(namespace, environ, auth)
+        if namespace != "/":
+            return  # /party and /bots: their protocols arrive with parties and bots
+        device_id = auth.get("device_id")
+        if device_id is not None and (
+            isinstance(device_id, bool)
+            or not isinstance(device_id, int)
+            or not 1 <= device_id <= 127
+        ):
+            raise AuthRefused("auth_failed", "device_id must be an integer 1..127")
+        resume = auth.get("resume")
+        resumed = await self._resumable(identity, namespace, resume)
+        topics = await topics_for(self.services, identity, device_id)
+        if resumed is not None:
+            session_id = resumed.session_id
+            topics |= {t for t in resumed.topics if t.startswith(("anime:", "collection:"))}
+            start = resume["last_event_id"]
+        else:
+            session_id = new_session_id()
+            start = self.dispatcher.position
+        connection = Connection(
+            sid=sid,
+            eio_sid=self.sio.manager.eio_sid_from_sid(sid, namespace),
+            namespace=namespace,
+            identity=identity,
+            session_id=session_id,
+            topics=topics,
+            device_id=device_id,
+            last_delivered=parse_log_id(start) or (0, 0),
+        )
+        # Registered before any await: from here on every event for it is buffered.
+        self.registry.add(connection)
+        for topic in topics:
+            await self.sio.enter_room(sid, topic, namespace)
+        await self.sessions.save(self.session_record(connection))
+        self.spawn(
+            self.welcome(
+                connection,
+                resumed is not None,
+                invalid=resume is not None and resumed is None,
+                start=start,
+            )
+        )
+
+    async def _resumable(
+        self, identity: Identity, namespace: str, resume: Any
+    ) -> GatewaySession | None:
+        """The stored session, when a resume is complete-able; else None (never partial)."""
+        if not isinstance(resume, dict):
+            return None
+        session_id, last_event_id = resume.get("session_id"), resume.get("last_event_id")
+        if not isinstance(session_id, str) or not isinstance(last_event_id, str):
+            return None
+        stored = await self.sessions.load(session_id)
+        if stored is None or stored.user_id != identity.user_id or stored.namespace != namespace:
+            return None  # unknown or another user's: refused alike (G5)
+        if not await self.services.log.can_resume_from(last_event_id):
+            return None  # older than the retained log (G4)
+        return stored
+
+    async def welcome(
+        self, connection: Connection, resumed: bool, invalid: bool, start: str
+    ) -> None:
+        try:
+            if resumed:
+                replayed = await self.replay(connection, start)
+                await self.dispatcher.emit_one(
+                    connection,
+                    "RESUMED",
+                    {"session_id": connection.session_id, "replayed": replayed},
+                )
+            else:
+                if invalid:
+                    await self.dispatcher.emit_one(
+                        connection, "INVALID_SESSION", {"resumable": False}
+                    )
+                await self.dispatcher.emit_one(
+                    connection, "READY", await self.ready_payload(connection, start)
+                )
+            await self.dispatcher.go_live(connection)
+        except Exception:  # a socket that cannot be welcomed is closed, not left half-open
+            log.exception("welcome failed for %s", connection.sid)
+            await self.dispatcher.close(connection, "internal", "Could not start the session")
+
+    async def replay(self, connection: Connection, after: str) -> int:
+        """Every event after `after` for the connection's topics, in log order."""
+        replayed = 0
+        cursor = after
+        while True:
+            batch = await self.services.log.read_after(cursor, REPLAY_BATCH)
+            if not batch:
+                return replayed
+            for event in batch:
+                cursor = event.id
+                if connection.closing:
+                    return replayed
+                if not connection.topics.isdisjoint(
+                    event.targets.topics
+                ) and await self.dispatcher.deliver_one(connection, event):
+                    replayed += 1
+
+    async def ready_payload(self, connection: Connection, start: str) -> dict[str, Any]:
+        row = await get_user(self.services.db, connection.user_id)
+        user: dict[str, Any] = {}
+        if row is not None:
+            user = {**_struct_dict(summary_of(row)), "role": connection.identity.role}
+        return {
+            "session_id": connection.session_id,
+            "user": user,
+            "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+            "presence": await online_friends(self.services, connection.user_id),
+            "unread": {"notifications": 0, "conversations": {}, "channels": {}},
+            "subscriptions": sorted(connection.topics),
+            "last_event_id": start,
+        }
+
+    def session_record(self, connection: Connection) -> GatewaySession:
+        return GatewaySession(
+            session_id=connection.session_id,
+            user_id=connection.user_id,
+            namespace=connection.namespace,
+            topics=sorted(connection.topics),
+            device_id=connection.device_id,
+        )
+
+    # --- disconnect --------------------------------------------------------------------
+    async def disconnect(self, sid: str, namespace: str) -> None:
+        for hook in self.on_disconnect_hooks:
+            await hook(sid)
+        connection = self.registry.remove(sid)
+        if connection is None:
+            return
+        await self.sessions.save(self.session_record(connection))  # the resume window starts
+        from gateway.presence import left
+
+        await left(self.services, connection.user_id, connection.session_id)
+
+
+def _struct_dict(value) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.structs.asdict(value)
 
 
 def create_socket_server(services: Services) -> socketio.AsyncServer:
@@ -42,12 +257,21 @@ def create_socket_server(services: Services) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
+    gateway = Gateway(services, sio)
+    services.gateway = gateway
     for namespace in NAMESPACES:
-        sio.on("connect", _refuse_until_identity, namespace=namespace)
+        _register(sio, gateway, namespace)
     return sio
 
 
-async def _refuse_until_identity(sid: str, environ: dict, auth: object = None) -> None:
-    """Until tokens exist (identity issue) no credential can be valid: refuse every connect
-    the way a bad token is refused, so the namespaces exist without an open door."""
-    raise AuthRefused("auth_failed", "A valid access token is required")
+def _register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> None:
+    async def on_connect(sid: str, environ: dict, auth: Any = None) -> None:
+        await gateway.connect(sid, environ, auth, namespace)
+
+    async def on_disconnect(sid: str, reason: Any = None) -> None:
+        await gateway.disconnect(sid, namespace)
+
+    sio.on("connect", on_connect, namespace=namespace)
+    sio.on("disconnect", on_disconnect, namespace=namespace)
+    if namespace == "/":
+        handlers.register(sio, gateway, namespace)

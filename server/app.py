@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 import models  # noqa: F401  (registers every table before anything queries)
 import rest
+from gateway.presence import sweep as presence_sweep
 from gateway.server import ENGINEIO_PATHS, create_socket_server
 from models.auth.identity import make_resolver
 from rest.auth import jwks_response
@@ -36,16 +37,18 @@ from server.http import Endpoint, problem_response
 from server.log import EventLog, InProcessLog, RedisLog
 from server.observability import Metrics, RequestMiddleware
 from server.passwords import Passwords
+from server.presence import InProcessPresence, RedisPresence
 from server.ratelimit import RateLimiter
 from server.redis_client import connect_redis
 from server.services import Services
 from server.settings import Settings
 from server.tokens import KeyRing, load_key_encryption_key
-from server.workers import lease_worker_id, start_background
+from server.workers import lease_worker_id, start_background, start_loop
 
 log = logging.getLogger("anilay.app")
 
 API_PREFIX = "/api/v1"
+PRESENCE_SWEEP_S = 1.0
 
 
 def build_services(settings: Settings) -> Services:
@@ -75,6 +78,7 @@ def build_services(settings: Settings) -> Services:
         limiter=RateLimiter(settings.redis_url),
         redis=redis,
     )
+    services.presence = RedisPresence(redis) if redis is not None else InProcessPresence()
     services.passwords = Passwords(settings)
     services.resolve_identity = make_resolver(services)
     return services
@@ -135,6 +139,22 @@ def create_app(
             except Exception as error:  # e.g. an unmigrated database: serve, report not ready
                 log.error("signing keys unavailable: %s", error)
             background.extend(start_background(services))
+            if settings.runs_worker:  # presence expiry: one sweeper for every gateway
+                background.append(
+                    start_loop(
+                        services,
+                        "presence_expiry",
+                        PRESENCE_SWEEP_S,
+                        lambda: presence_sweep(services),
+                    )
+                )
+            if settings.runs_gateway:
+                background.append(
+                    asyncio.create_task(
+                        services.gateway.dispatcher.run(), name="gateway:dispatcher"
+                    )
+                )
+                await services.gateway.dispatcher.started.wait()
             services.ready = True
             yield
         finally:

@@ -11,6 +11,7 @@ from server.bus import Bus
 from server.cache import Cache
 from server.db import Database
 from server.log import EventLog
+from server.presence import PresenceStore
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 
@@ -27,6 +28,7 @@ class Services:
     cache: Cache
     limiter: RateLimiter
     redis: aioredis.Redis | None = None
+    presence: PresenceStore | None = None
     started_at: float = dataclasses.field(default_factory=time.time)
     ready: bool = False
     draining: bool = False

@@ -88,6 +88,13 @@ def _loop(
     return asyncio.create_task(run(), name=f"sweeper:{name}")
 
 
+def start_loop(
+    services: Services, name: str, every_s: float, step: Callable[[], Awaitable[object]]
+) -> asyncio.Task:
+    """A named periodic loop, reported in the staff health view (for the composition root)."""
+    return _loop(services, name, every_s, step)
+
+
 def start_background(services: Services) -> list[asyncio.Task]:
     settings = services.settings
     tasks = []
@@ -102,6 +109,23 @@ def start_background(services: Services) -> list[asyncio.Task]:
         tasks.append(
             _loop(services, "signing_keys_rotate", KEYS_ROTATE_CHECK_S, services.keys.rotate_step)
         )
+        from models import exports  # users.md R9 and R10: deletion and export sweeps
+        from models.users import deletion
+
+        tasks.append(
+            _loop(services, "account_deletion", 60.0, lambda: deletion.sweep_deletions(services))
+        )
+        tasks.append(
+            _loop(services, "export_expiry", 60.0, lambda: exports.sweep_exports(services))
+        )
+        from models import api_keys, push  # domain loops (auth.md R25, R29-R33)
+
+        tasks.append(asyncio.create_task(push.PushFanout(services).run(), name="push_fanout"))
+        for name, every_s, sweep in (
+            ("push_receipts", push.RECEIPTS_EVERY_S, push.sweep_receipts),
+            ("api_keys", api_keys.SWEEP_EVERY_S, api_keys.sweep_api_keys),
+        ):
+            tasks.append(_loop(services, name, every_s, lambda sweep=sweep: sweep(services)))
     elif settings.runs_rest:
         tasks.append(
             _loop(services, "outbox_watch", settings.outbox_poll_s, services.bus.refresh_pending)

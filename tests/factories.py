@@ -95,9 +95,10 @@ async def set_user(services: Services, user_id: int, **values) -> None:
 
 
 async def ban(services: Services, user_id: int, days: int = 7, reason: str = "spam") -> None:
-    await set_user(
-        services, user_id, banned_until=datetime.now(UTC) + timedelta(days=days), ban_reason=reason
-    )
+    """Ban as the admin group does: the next request and open sockets see it."""
+    from models.auth.restrictions import do_set_ban
+
+    await do_set_ban(services, user_id, datetime.now(UTC) + timedelta(days=days), reason)
 
 
 async def make_staff(services: Services, user_id: int, role: str = "admin") -> None:

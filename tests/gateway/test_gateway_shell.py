@@ -25,7 +25,7 @@ async def test_a_connection_without_a_valid_token_is_refused_with_a_reason(live,
             wait_timeout=5,
         )
     await client.disconnect()
-    assert reasons == [{"code": "auth_failed", "message": "A valid access token is required"}]
+    assert [r["code"] for r in reasons] == ["auth_failed"]
 
 
 async def test_engineio_polling_handshake_answers_on_both_paths(client, live):
