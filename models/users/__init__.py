@@ -4,6 +4,10 @@ compact shapes other groups embed (users.md).
 Auth columns (email, password) are written only by models.auth; admin columns (role, bans,
 mutes) only by the admin domain. Username claims are decided by the unique index on
 `username_lower`: two concurrent claims, one winner (R1).
+
+The package's modules: `profiles` (what others see: cards, profiles, R3, USER_UPDATE),
+`search` (U3, R7), `edits` (U5), `me` (U4), `deletion` (U8, U9, the R9 worker). Privacy,
+settings and exports live in models.privacy, models.user_settings and models.exports.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ users = sa.Table(
     sa.Column("username_changed_at", UTCDateTime, nullable=True),
     sa.Column("username_generated", sa.Boolean, nullable=False, default=False),
     sa.Column("display_name", sa.String(64), nullable=True),
-    sa.Column("display_name_lower", sa.String(64), nullable=True, index=True),
+    sa.Column("display_name_lower", sa.String(64), nullable=True),
     sa.Column("bio", sa.Text, nullable=True),
     sa.Column("location", sa.String(64), nullable=True),
     sa.Column("website", sa.String(200), nullable=True),
@@ -76,6 +80,18 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("last_active_at", UTCDateTime, nullable=True),
+    # Prefix search (R7) compares byte-wise ranges: on PostgreSQL the pattern operator class
+    # serves them under any database collation; on SQLite these are plain (BINARY) indexes.
+    sa.Index(
+        "ix_users_username_lower_prefix",
+        "username_lower",
+        postgresql_ops={"username_lower": "text_pattern_ops"},
+    ),
+    sa.Index(
+        "ix_users_display_name_lower",
+        "display_name_lower",
+        postgresql_ops={"display_name_lower": "text_pattern_ops"},
+    ),
 )
 
 username_reservations = sa.Table(
@@ -177,3 +193,10 @@ async def get_user_by_login(db: Database, login: str) -> dict | None:
 def is_banned(row: dict, now: datetime | None = None) -> bool:
     until = row.get("banned_until")
     return until is not None and until > (now or datetime.now(UTC))
+
+
+async def get_user_by_username(db: Database, username: str) -> dict | None:
+    """By current username, case-insensitively (U2); names that cannot exist find nothing."""
+    if not 1 <= len(username) <= 32:
+        return None
+    return await db.fetch_one(sa.select(users).where(users.c.username_lower == username.lower()))
