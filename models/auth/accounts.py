@@ -233,7 +233,7 @@ async def check_current_password(
     if row["password_hash"] is None:
         require_recent_auth(identity)
         return row
-    await services.limiter.check("5/15 minutes", "password-wrong", str(identity.user_id), cost=0)
+    await services.limiter.ensure_room("5/15 minutes", "password-wrong", str(identity.user_id))
     if password is None or not await services.passwords.verify(row["password_hash"], password):
         await services.limiter.hit("5/15 minutes", "password-wrong", str(identity.user_id))
         raise ApiError(Code.wrong_password, "The current password is wrong")
