@@ -21,6 +21,7 @@ from models.users import (
     check_username,
     get_user,
     username_claimable,
+    username_problem,
     username_reservations,
     users,
 )
@@ -118,24 +119,52 @@ async def do_update_profile(services: Services, user_id: int, changes: dict[str,
     if row is None or row["status"] == "deleted":
         raise ApiError(Code.session_revoked, "This session has ended; sign in again")
     values: dict[str, Any] = {}
-    if "display_name" in changes:
-        name = changes["display_name"]
-        name = None if name is None else check_display_name(name)
-        if name != row["display_name"]:
-            values.update(display_name=name, display_name_lower=name.lower() if name else None)
+    problems: list[FieldError] = []
+
+    def checked(field: str, check, value):
+        """`check(value)`, collecting its field errors so one answer names every field."""
+        try:
+            return check(value)
+        except ApiError as error:
+            if error.code is not Code.validation_failed:
+                raise
+            problems.extend(error.errors or [FieldError(field, str(error))])
+            return None
+
+    if "display_name" in changes and changes["display_name"] is not None:
+        name = checked("display_name", check_display_name, changes["display_name"])
+    else:
+        name = None
     for field, maximum in (("bio", BIO_MAX), ("location", LOCATION_MAX)):
+        if changes.get(field):
+            checked(field, lambda text, f=field, m=maximum: _check_text(text, f, m), changes[field])
+    if changes.get("website"):
+        site = checked("website", check_website, changes["website"])
+    new_name = changes.get("username")
+    if (
+        new_name is not None
+        and new_name != row["username"]
+        and username_problem(new_name) == "invalid"
+    ):
+        checked("username", check_username, new_name)
+    if problems:
+        raise ApiError(
+            Code.validation_failed,
+            "Invalid fields: " + ", ".join(p.field for p in problems),
+            errors=problems,
+        )
+    if "display_name" in changes and name != row["display_name"]:
+        values.update(display_name=name, display_name_lower=name.lower() if name else None)
+    for field in ("bio", "location"):
         if field in changes:
-            text = changes[field]
-            text = None if text in (None, "") else _check_text(text, field, maximum)
+            text = changes[field] or None  # "" clears, like null
             if text != row[field]:
                 values[field] = text
     if "website" in changes:
-        site = changes["website"]
-        site = None if site in (None, "") else check_website(site)
+        site = site if changes["website"] else None
         if site != row["website"]:
             values["website"] = site
     now = datetime.now(UTC)
-    new_name = changes.get("username")
     renaming = new_name is not None and new_name != row["username"]
     free_change = row["username_generated"] and row["username_changed_at"] is None
     if renaming:
@@ -159,14 +188,13 @@ async def do_update_profile(services: Services, user_id: int, changes: dict[str,
     changed = [f for f in ("username", "display_name") if f in values]
     try:
         async with services.db.transaction() as tx:
-            statement = users.update().where(
-                users.c.id == user_id, users.c.username_lower == row["username_lower"]
-            )
-            if renaming:  # the state the cooldown was judged on must still hold
+            statement = users.update().where(users.c.id == user_id, users.c.status != "deleted")
+            if renaming:  # the name and cooldown state the change was judged on must still hold
                 statement = statement.where(
+                    users.c.username_lower == row["username_lower"],
                     users.c.username_changed_at.is_(None)
                     if row["username_changed_at"] is None
-                    else users.c.username_changed_at == row["username_changed_at"]
+                    else users.c.username_changed_at == row["username_changed_at"],
                 )
             updated = await services.db.fetch_one(
                 statement.values(**values, updated_at=now).returning(*users.c)

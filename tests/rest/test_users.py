@@ -648,6 +648,25 @@ async def test_profile_edit_validation_names_the_field(client, live):
         assert field in field_of(response), (body, response.json())
 
 
+async def test_one_answer_names_every_bad_field_and_changes_nothing(client, live):
+    account = await make_account(live)
+    response = await client.patch(
+        "/users/me",
+        json={
+            "display_name": "ok name",
+            "bio": "fine",
+            "location": "nul\x00",
+            "website": "ftp://x.y",
+            "username": "no",
+        },
+        headers=account.headers,
+    )
+    assert response.status_code == 422
+    assert sorted(field_of(response)) == ["location", "username", "website"]
+    row = await get_user(live.services.db, account.id)
+    assert row["display_name"] is None and row["bio"] is None
+
+
 async def test_display_names_are_nfc_and_bio_counts_code_points(client, live):
     account = await make_account(live)
     response = await client.patch(
