@@ -30,7 +30,9 @@ import sqlalchemy as sa
 from starlette.requests import Request
 
 from models.auth.identity import user_state
+from models.exports import exporter
 from models.users import users
+from models.users.deletion import on_account_deleted, on_deletion_requested
 from server.auth import Identity
 from server.db import Transaction, UTCDateTime, metadata
 from server.errors import ApiError, Code, FieldError
@@ -621,9 +623,10 @@ async def do_revoke_key(services: Services, user_id: int, key_id: int) -> None:
         _write_through(services, tx, [row["prefix"]])
 
 
+@on_deletion_requested
 async def do_revoke_user_keys(services: Services, tx: Transaction, user_id: int) -> int:
-    """Revoke every key of a deleted account (users.md deletion calls this inside its
-    transaction); emits API_KEY_REVOKED `owner_deleted` for each. Returns how many."""
+    """Revoke every key of an account being deleted (users.md R9: inside U8's transaction);
+    emits API_KEY_REVOKED `owner_deleted` for each. Returns how many."""
     rows = await services.db.fetch_all(
         api_keys.update()
         .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
@@ -680,3 +683,29 @@ async def sweep_api_keys(services: Services) -> None:
     """The worker's periodic pass over keys."""
     await expire_due_keys(services)
     await end_rotation_graces(services)
+
+
+# --- account deletion and export (users.md R9, R10) ----------------------------------------
+
+
+@on_account_deleted
+async def delete_user_keys(services: Services, tx: Transaction, user_id: int) -> None:
+    """Anonymization deletes the keys (revoking, with its event, any still live: an admin's
+    immediate deletion skips U8)."""
+    await do_revoke_user_keys(services, tx, user_id)
+    await services.db.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
+
+
+@exporter("api_keys")
+async def export_api_keys(services: Services, user_id: int) -> list[dict[str, Any]]:
+    """Metadata only: never a secret or its hash."""
+    rows = await services.db.fetch_all(
+        sa.select(api_keys).where(api_keys.c.user_id == user_id).order_by(api_keys.c.created_at)
+    )
+    return [
+        {
+            **msgspec.structs.asdict(key_view(row)),
+            "revoked_at": _opt(row["revoked_at"]),
+        }
+        for row in rows
+    ]

@@ -29,7 +29,9 @@ import msgspec
 import sqlalchemy as sa
 
 from models.auth.sessions import SESSION_REVOKE_HOOKS
+from models.exports import exporter
 from models.users import users
+from models.users.deletion import on_account_deleted
 from server.auth import Identity
 from server.db import Transaction, UTCDateTime, metadata
 from server.errors import ApiError, Code, FieldError
@@ -761,6 +763,27 @@ async def _forget_session_tokens(services: Services, user_id: int, session_ids: 
 
 
 SESSION_REVOKE_HOOKS.append(_forget_session_tokens)
+
+
+@on_account_deleted
+async def delete_user_tokens(services: Services, tx: Transaction, user_id: int) -> None:
+    """Anonymization deletes every device token of the account (users.md R9)."""
+    await services.db.execute(push_tokens.delete().where(push_tokens.c.user_id == user_id))
+
+
+@exporter("push_tokens")
+async def export_push_tokens(services: Services, user_id: int) -> list[dict[str, Any]]:
+    """Devices, with the token masked (users.md R10)."""
+    rows = await list_tokens(services, user_id)
+    return [
+        {
+            key: value
+            for key, value in msgspec.structs.asdict(token_view(row, None)).items()
+            if key != "this_session"
+        }
+        | {"last_error": row["last_error"]}
+        for row in rows
+    ]
 
 
 # --- P4: a test push, sent now --------------------------------------------------------------

@@ -718,3 +718,59 @@ async def test_the_sweeper_revokes_expired_keys(client, live, capture):
     async with capture() as seen:
         await api_keys.sweep_api_keys(live.services)
     assert events_of(await seen.events(), "API_KEY_REVOKED") == []
+
+
+# --- account deletion and export (users.md R9, R10) ------------------------------------------
+
+
+async def test_requesting_deletion_revokes_every_key(client, live, capture):
+    """users.md R9, auth.md R22: U8 revokes all keys at once, one API_KEY_REVOKED each."""
+    owner = await verified(client, live)
+    first = await create_key(client, owner, name="one")
+    second = await create_key(client, owner, name="two")
+    assert (await client.get("/auth/me", headers=bot(first["secret"]))).status_code == 200
+    async with capture() as seen:
+        response = await client.post(
+            "/users/me/deletion",
+            headers=owner.headers,
+            json={"confirm_username": owner.username, "password": owner.password},
+        )
+    assert response.status_code == 202, response.text
+    events = events_of(await seen.events(), "API_KEY_REVOKED")
+    assert sorted(e.data["key_id"] for e in events) == sorted([first["id"], second["id"]])
+    assert {e.data["reason"] for e in events} == {"owner_deleted"}
+    for key in (first, second):
+        assert (await client.get("/auth/me", headers=bot(key["secret"]))).status_code == 401
+
+
+async def test_anonymization_deletes_the_keys(client, live, capture):
+    """users.md R9: the deletion worker deletes API keys (an admin's immediate deletion
+    revokes live ones first, with their event)."""
+    from models.users.deletion import anonymize_user
+
+    owner = await verified(client, live)
+    key = await create_key(client, owner)
+    async with capture() as seen:
+        assert await anonymize_user(live.services, owner.id, immediate=True)
+    events = events_of(await seen.events(), "API_KEY_REVOKED")
+    assert [e.data for e in events] == [{"key_id": key["id"], "reason": "owner_deleted"}]
+    count = await live.services.db.fetch_val(
+        sa.select(sa.func.count())
+        .select_from(api_keys_table)
+        .where(api_keys_table.c.user_id == owner.id)
+    )
+    assert count == 0
+    assert (await client.get("/auth/me", headers=bot(key["secret"]))).status_code == 401
+
+
+async def test_the_export_holds_key_metadata_only(client, live):
+    """users.md R10: API keys (metadata only) — no secret, no hash."""
+    owner = await verified(client, live)
+    key = await create_key(client, owner)
+    revoked = await create_key(client, owner, name="old")
+    await client.delete(f"/api-keys/{revoked['id']}", headers=owner.headers)
+    exported = await api_keys.export_api_keys(live.services, owner.id)
+    assert [item["id"] for item in exported] == [key["id"], revoked["id"]]
+    assert exported[1]["revoked_at"] is not None
+    text = repr(exported)
+    assert key["secret"] not in text and "hash" not in text

@@ -822,3 +822,38 @@ async def test_owner_of_a_token_can_be_removed_from_users(client, live):
         ids = await active_session_ids(live.services, account.id)
         await revoke_sessions(live.services, tx, account.id, ids, "account_deleted")
     assert await tokens_of(live, account.id) == []
+
+
+async def test_deletion_request_leaves_only_the_current_devices_token(client, live):
+    """users.md R9: U8 revokes every other session, and with them their devices' tokens."""
+    phone = await register(client)
+    tablet = await login(client, phone)
+    await register_token(client, phone, token(1))
+    await register_token(client, tablet, token(2))
+    response = await client.post(
+        "/users/me/deletion",
+        headers=phone.headers,
+        json={"confirm_username": phone.username, "password": phone.password},
+    )
+    assert response.status_code == 202, response.text
+    assert [row["token"] for row in await tokens_of(live, phone.id)] == [token(1)]
+
+
+async def test_anonymization_deletes_every_token(client, live):
+    """users.md R9: the deletion worker deletes the account's push tokens."""
+    from models.users.deletion import anonymize_user
+
+    account = await register(client)
+    await register_token(client, account)
+    assert await anonymize_user(live.services, account.id, immediate=True)
+    assert await tokens_of(live, account.id) == []
+
+
+async def test_the_export_masks_tokens(client, live):
+    """users.md R10: push tokens (masked)."""
+    account = await register(client)
+    await register_token(client, account, device_name="Pixel")
+    exported = await push.export_push_tokens(live.services, account.id)
+    assert len(exported) == 1 and exported[0]["device_name"] == "Pixel"
+    assert exported[0]["token_preview"] == "ExponentPushToken[abcd…]"
+    assert TOKEN not in repr(exported)
