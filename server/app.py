@@ -28,6 +28,7 @@ from gateway.presence import sweep as presence_sweep
 from gateway.server import ENGINEIO_PATHS, create_socket_server
 from models.auth.identity import make_resolver
 from rest.auth import jwks_response
+from rest.docs import document as openapi_document
 from server import ids
 from server.bus import Bus
 from server.cache import Cache, InProcessCache, RedisCache
@@ -155,6 +156,8 @@ def create_app(
                     )
                 )
                 await services.gateway.dispatcher.started.wait()
+            if settings.runs_rest:  # R29: generated at startup; a bad declaration fails boot
+                await asyncio.to_thread(openapi_document, http)
             services.ready = True
             yield
         finally:
