@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from rest import api_keys, auth, docs, health, oauth, push, users
+from rest import (
+    anime,
+    anime_list,
+    api_keys,
+    auth,
+    collections,
+    comments,
+    docs,
+    health,
+    oauth,
+    push,
+    users,
+)
 from server.http import Endpoint
 
-DOMAINS = (health, auth, oauth, api_keys, push, users, docs)
+DOMAINS = (
+    health,
+    auth,
+    oauth,
+    api_keys,
+    push,
+    users,
+    anime,
+    anime_list,
+    collections,
+    comments,
+    docs,
+)
 
 
 def endpoints() -> list[Endpoint]:

@@ -1,0 +1,1 @@
+"""The anime domain (anime.md): catalog, watch lists, collections, comments."""

@@ -1,0 +1,3 @@
+"""anime routes (anime.md): arriving with their own work."""
+
+routes: list = []

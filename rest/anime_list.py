@@ -1,0 +1,3 @@
+"""anime_list routes (anime.md): arriving with their own work."""
+
+routes: list = []

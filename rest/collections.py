@@ -1,0 +1,3 @@
+"""collections routes (anime.md): arriving with their own work."""
+
+routes: list = []

@@ -1,0 +1,3 @@
+"""comments routes (anime.md): arriving with their own work."""
+
+routes: list = []
