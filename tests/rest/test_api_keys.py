@@ -171,7 +171,7 @@ async def test_the_database_refuses_a_duplicate_live_name_even_without_the_check
     duplicate["name"] = "SYNC"
     with pytest.raises(Exception) as caught:
         await live.services.db.execute(api_keys_table.insert().values(**duplicate))
-    assert api_keys._is_unique_violation(caught.value)
+    assert api_keys.is_unique_violation(caught.value)
     revoked = {**duplicate, "revoked_at": datetime.now(UTC)}
     await live.services.db.execute(api_keys_table.insert().values(**revoked))
 
