@@ -1,4 +1,4 @@
-"""users: settings, privacy, data exports; prefix-search indexes on users
+"""users: settings, privacy, data exports; search and reservation indexes
 
 Revision ID: 0003_users
 Revises: 0002
@@ -77,6 +77,11 @@ def upgrade() -> None:
             postgresql_where=IN_PROGRESS,
             sqlite_where=IN_PROGRESS,
         )
+    with op.batch_alter_table("username_reservations", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_username_reservations_reserved_until", ["reserved_until"], unique=False
+        )
+        batch_op.create_index("ix_username_reservations_user_id", ["user_id"], unique=False)
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_index("ix_users_display_name_lower")
         batch_op.create_index(
@@ -98,6 +103,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_users_username_lower_prefix")
         batch_op.drop_index("ix_users_display_name_lower")
         batch_op.create_index("ix_users_display_name_lower", ["display_name_lower"], unique=False)
+    with op.batch_alter_table("username_reservations", schema=None) as batch_op:
+        batch_op.drop_index("ix_username_reservations_user_id")
+        batch_op.drop_index("ix_username_reservations_reserved_until")
     with op.batch_alter_table("data_exports", schema=None) as batch_op:
         batch_op.drop_index("uq_data_exports_user_id_in_progress")
         batch_op.drop_index("ix_data_exports_user_id_created_at")

@@ -100,6 +100,8 @@ username_reservations = sa.Table(
     sa.Column("username_lower", sa.String(32), primary_key=True),
     sa.Column("user_id", sa.BigInteger, nullable=True),  # null: nobody may take it
     sa.Column("reserved_until", UTCDateTime, nullable=False),
+    sa.Index("ix_username_reservations_reserved_until", "reserved_until"),  # the purge
+    sa.Index("ix_username_reservations_user_id", "user_id"),  # holds of a deleted user
 )
 
 
