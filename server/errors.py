@@ -76,6 +76,9 @@ class Code(enum.StrEnum):
     login_locked = "login_locked"
     export_cooldown = "export_cooldown"
     push_unavailable = "push_unavailable"
+    # --- anime catalog (anime.md §1) ---
+    anime_not_found = "anime_not_found"
+    no_match = "no_match"
 
     @property
     def status(self) -> int:
@@ -143,6 +146,8 @@ _STATUS: dict[Code, int] = {
     Code.login_locked: 429,
     Code.export_cooldown: 429,
     Code.push_unavailable: 503,
+    Code.anime_not_found: 404,
+    Code.no_match: 404,
 }
 
 _TITLE: dict[Code, str] = {
@@ -202,6 +207,8 @@ _TITLE: dict[Code, str] = {
     Code.login_locked: "Login locked",
     Code.export_cooldown: "Export cooldown",
     Code.push_unavailable: "Push unavailable",
+    Code.anime_not_found: "Anime not found",
+    Code.no_match: "No title matches",
 }
 
 
