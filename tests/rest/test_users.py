@@ -453,6 +453,33 @@ async def test_search_is_a_prefix_match_on_unicode_display_names(client, live):
     assert sorted(await search(client, " ёл ")) == ["uni_two"]
 
 
+async def test_each_search_is_logged_and_a_failing_log_does_not_matter(client, live, bot):
+    """R7, platform.md R26: one log entry per search; logging never affects the response."""
+    from models.users import search as search_module
+
+    entries = []
+
+    async def record(services, **entry):
+        entries.append(entry)
+
+    async def explode(services, **entry):
+        raise RuntimeError("log store down")
+
+    account = await make_account(live, "logged_one")
+    search_module.SEARCH_LOGGERS.extend([explode, record])
+    try:
+        assert await search(client, "  LOGGED ") == ["logged_one"]
+        await client.get("/users/search", params={"q": "zz"}, headers=bot(account))
+    finally:
+        search_module.SEARCH_LOGGERS.remove(explode)
+        search_module.SEARCH_LOGGERS.remove(record)
+    assert [(e["query"], e["user_id"], e["via_bot"], e["results"]) for e in entries] == [
+        ("logged", None, False, 1),
+        ("zz", account.id, True, 0),
+    ]
+    assert all(e["scope"] == "users" and e["latency_ms"] >= 0 for e in entries)
+
+
 def test_prefix_upper_bound_is_the_successor_in_code_point_order():
     assert prefix_upper_bound("ab") == "ac"
     assert prefix_upper_bound("a\U0010ffff") == "b"
@@ -1136,6 +1163,16 @@ async def test_the_worker_anonymizes_due_accounts_once(client, live, graph, capt
         assert await deletion_module.anonymize_user(live.services, account.id) is False
         assert await deletion_module.sweep_deletions(live.services) == 0
     assert await rerun.events() == []
+
+
+async def test_immediate_anonymization_needs_no_grace_period(client, live, capture):
+    """admin.md A11 runs R9 at once on an active account; a deleted one is left alone."""
+    account = await register(client)
+    async with capture() as seen:
+        assert await deletion_module.anonymize_user(live.services, account.id, immediate=True)
+    check_events(await seen.events(), ["SESSION_REVOKED", "USER_DELETE"])
+    assert (await get_user(live.services.db, account.id))["status"] == "deleted"
+    assert not await deletion_module.anonymize_user(live.services, account.id, immediate=True)
 
 
 async def test_a_failing_hook_rolls_the_anonymization_back(client, live):
