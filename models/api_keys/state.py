@@ -33,6 +33,7 @@ class KeyState(msgspec.Struct, frozen=True):
 
 _encode_state = msgspec.msgpack.encode
 _decode_state = msgspec.msgpack.Decoder(KeyState).decode
+WRITE_THROUGH_ROUNDS = 5
 
 
 def state_cache_key(prefix: str) -> str:
@@ -70,15 +71,24 @@ async def key_state(services: Services, prefix: str) -> KeyState | None:
 
 
 def write_through(services: Services, tx: Transaction, prefixes: list[str]) -> None:
-    """Once committed (and before the request returns), put the new state in the cache."""
+    """Once committed (and before the request returns), put the new state in the cache.
+
+    Two changes to one key at once could set their states in the opposite order of their
+    commits; each writer therefore reads the row again after setting, and sets again until
+    the cache holds what the database holds."""
 
     async def refresh() -> None:
         for prefix in prefixes:
             state = await _load_state(services, prefix)
-            if state is None:
-                await services.cache.delete(state_cache_key(prefix))
-            else:
+            for _ in range(WRITE_THROUGH_ROUNDS):
+                if state is None:
+                    await services.cache.delete(state_cache_key(prefix))
+                    break
                 await services.cache.set(state_cache_key(prefix), _encode_state(state), STATE_TTL_S)
+                now = await _load_state(services, prefix)
+                if now == state:
+                    break
+                state = now
 
     tx.on_commit(refresh)
 

@@ -641,6 +641,22 @@ async def test_rotating_again_drops_the_previous_secret_immediately(client, live
     assert (await client.get("/auth/me", headers=bot(fourth["secret"]))).status_code == 200
 
 
+async def test_concurrent_rotations_with_grace_both_hand_out_working_secrets(client, live):
+    """R25 under concurrency: two K5 at once each answer a secret that works (the later
+    one keeps the earlier as its previous secret); the original is dropped."""
+    owner = await verified(client, live)
+    key = await create_key(client, owner)
+    path = f"/api-keys/{key['id']}/rotate"
+    responses = await asyncio.gather(
+        *(client.post(path, headers=owner.headers, json={"grace_seconds": 600}) for _ in range(2))
+    )
+    assert [r.status_code for r in responses] == [200, 200]
+    for response in responses:
+        secret = response.json()["secret"]
+        assert (await client.get("/auth/me", headers=bot(secret))).status_code == 200
+    assert (await client.get("/auth/me", headers=bot(key["secret"]))).status_code == 401
+
+
 async def test_rotate_validates_grace_and_is_limited_per_key(client, live):
     """K5: grace_seconds 0..86400; 10 rotations per hour per key."""
     owner = await verified(client, live)
