@@ -79,6 +79,17 @@ class Code(enum.StrEnum):
     # --- anime catalog (anime.md §1) ---
     anime_not_found = "anime_not_found"
     no_match = "no_match"
+    # --- collections and comments (anime.md §3, §4) ---
+    muted = "muted"
+    own_comment = "own_comment"
+    collection_limit = "collection_limit"
+    collection_full = "collection_full"
+    already_in_collection = "already_in_collection"
+    order_mismatch = "order_mismatch"
+    parent_deleted = "parent_deleted"
+    comment_deleted = "comment_deleted"
+    edit_window_closed = "edit_window_closed"
+    max_depth = "max_depth"
 
     @property
     def status(self) -> int:
@@ -148,6 +159,16 @@ _STATUS: dict[Code, int] = {
     Code.push_unavailable: 503,
     Code.anime_not_found: 404,
     Code.no_match: 404,
+    Code.muted: 403,
+    Code.own_comment: 403,
+    Code.collection_limit: 409,
+    Code.collection_full: 409,
+    Code.already_in_collection: 409,
+    Code.order_mismatch: 409,
+    Code.parent_deleted: 409,
+    Code.comment_deleted: 409,
+    Code.edit_window_closed: 409,
+    Code.max_depth: 422,
 }
 
 _TITLE: dict[Code, str] = {
@@ -209,6 +230,16 @@ _TITLE: dict[Code, str] = {
     Code.push_unavailable: "Push unavailable",
     Code.anime_not_found: "Anime not found",
     Code.no_match: "No title matches",
+    Code.muted: "Muted",
+    Code.own_comment: "Your own comment",
+    Code.collection_limit: "Collection limit reached",
+    Code.collection_full: "Collection full",
+    Code.already_in_collection: "Already in the collection",
+    Code.order_mismatch: "Order does not match the items",
+    Code.parent_deleted: "Parent comment deleted",
+    Code.comment_deleted: "Comment deleted",
+    Code.edit_window_closed: "Edit window closed",
+    Code.max_depth: "Reply too deep",
 }
 
 
