@@ -28,6 +28,10 @@ from server.services import Services
 log = logging.getLogger("anilay.gateway")
 
 READ_BATCH = 500
+# Slow consumers (gateway.md): more than this many packets or bytes waiting → disconnected.
+MAX_QUEUED_PACKETS = 1_000
+MAX_QUEUED_BYTES = 1024 * 1024
+BYTES_CHECKED_FROM = 64  # below this many queued packets the byte count cannot be over
 BLOCK_MS = 1000
 RECENT_UIDS = 20_000  # drop the rare duplicate an at-least-once append can make
 
@@ -62,6 +66,9 @@ class Dispatcher:
                     await self.dispatch(event)
                 except Exception:  # one bad event must not stop delivery of the rest
                     log.exception("dispatch of %s %s failed", event.type, event.id)
+                # Queuing a packet never yields; let the sockets' writers drain between
+                # events, or a burst would fill healthy clients' queues past the bound.
+                await asyncio.sleep(0)
 
     async def dispatch(self, event: LoggedEvent) -> None:
         if event.uid in self._recent:
@@ -96,6 +103,9 @@ class Dispatcher:
             if encoded is None:
                 encoded = packets[connection.namespace] = self.encode(event, connection.namespace)
             connection.last_delivered = key
+            if self.backed_up(connection):
+                await self.close(connection, "slow_consumer", "Too many undelivered events")
+                continue
             await self.send(connection, encoded)
             self.delivered += 1
 
@@ -109,6 +119,25 @@ class Dispatcher:
         if not isinstance(encoded, list):
             encoded = [encoded]
         return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+
+    def backed_up(self, connection: Connection) -> bool:
+        """Whether the socket's outbound queue is past the bound (python-engineio's queue is
+        unbounded: without this a stalled client would grow our memory without limit, G8)."""
+        socket = self.sio.eio.sockets.get(connection.eio_sid)
+        if socket is None:
+            return False
+        queued = socket.queue.qsize()
+        if queued > MAX_QUEUED_PACKETS:
+            return True
+        if queued < BYTES_CHECKED_FROM:
+            return False
+        waiting = getattr(socket.queue, "_queue", ())
+        size = sum(
+            len(p.data) if isinstance(p.data, (str, bytes)) else 0
+            for p in list(waiting)
+            if p is not None
+        )
+        return size > MAX_QUEUED_BYTES
 
     async def send(self, connection: Connection, packets: list) -> None:
         for part in packets:
@@ -163,6 +192,12 @@ class Dispatcher:
                 for topic in event.data.get("add", []):
                     self.registry.subscribe(connection, topic)
                     await self.sio.enter_room(connection.sid, topic, connection.namespace)
+
+
+def _drop_queue(socket) -> None:
+    waiting = getattr(socket.queue, "_queue", None)
+    if waiting is not None:
+        waiting.clear()
 
 
 def position_key(position: str) -> tuple[int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import msgspec
 
 from server.errors import ApiError, Code
-from server.health import check_readiness
+from server.events import rfc3339
+from server.health import check_readiness, details
 from server.http import Call, endpoint
 
 
@@ -45,4 +47,26 @@ async def health_ready(call: Call) -> Ready:
     return Ready(status=readiness.status, checks=readiness.checks)  # type: ignore[arg-type]
 
 
-routes = [health_live, health_ready]
+class Details(msgspec.Struct):
+    status: Literal["ok", "degraded"]
+    version: str
+    commit: str
+    started_at: str
+    uptime_s: float
+    role: str
+    deployment: Literal["embedded", "scale_out"]
+    checks: dict[str, Any]
+
+
+@endpoint("GET", "/health/details", response=Details, auth="staff", tag="health")
+async def health_details(call: Call) -> Details:
+    """Detailed status for staff: dependencies, the bus, sweepers, push, signing keys."""
+    from models.push.delivery import push_status
+
+    body = await details(call.services, {"push": push_status(call.services)})
+    call.headers.update(NO_STORE)
+    started = datetime.fromtimestamp(body["started_at"], UTC)
+    return msgspec.convert({**body, "started_at": rfc3339(started)}, Details)
+
+
+routes = [health_live, health_ready, health_details]

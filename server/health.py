@@ -76,3 +76,92 @@ async def check_readiness(services: Services) -> Readiness:
         result = Readiness(ready=True, status="ready" if redis_ok else "degraded", checks=checks)
     _cache[id(services)] = (now, result)
     return result
+
+
+DETAILS_CACHE_S = 5.0
+_details_cache: dict[int, tuple[float, dict]] = {}
+
+
+async def _timed_ms(check) -> tuple[str, float | None]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return "timeout", None
+    except Exception:  # reported as a failed check; the endpoint itself never fails
+        return "fail", None
+    return "ok", round((time.perf_counter() - started) * 1000, 2)
+
+
+async def details(services: Services, extra_checks: dict[str, dict]) -> dict:
+    """The staff view (platform.md H3): never a secret, DSN, host name or address."""
+    cached = _details_cache.get(id(services))
+    now = time.monotonic()
+    if cached and now - cached[0] < DETAILS_CACHE_S:
+        return cached[1]
+    settings = services.settings
+    db_status, db_ms = await _timed_ms(services.db.ping)
+    revisions = await current_revisions(services.db) if db_status == "ok" else frozenset()
+    redis_check = None
+    if services.redis is not None:
+        redis_status, redis_ms = await _timed_ms(services.redis.ping)
+        redis_check = {"status": redis_status, "latency_ms": redis_ms}
+    try:
+        stream_length = await services.log.length()
+        bus_status = "degraded" if services.bus.outbox_pending else "ok"
+    except Exception:  # the log is unreachable: the outbox keeps events
+        stream_length, bus_status = None, "fail"
+    pending = await services.bus.outbox_size() if db_status == "ok" else None
+    sweepers = [
+        {
+            "name": name,
+            "last_run_at": record.get("last_run_at"),
+            "last_status": record.get("last_status"),
+        }
+        for name, record in sorted(services.sweepers.items())
+    ]
+    keys = services.keys
+    checks: dict = {
+        "database": {
+            "status": db_status if revisions == _HEADS else "behind",
+            "latency_ms": db_ms,
+            "dialect": services.db.dialect,
+            "schema_revision": ",".join(sorted(revisions)) or None,
+            "expected_revision": ",".join(sorted(_HEADS)),
+        },
+        "redis": redis_check,
+        "bus": {
+            "status": bus_status,
+            "stream_length": stream_length,
+            "pending": pending,
+            "oldest_pending_age_s": None,
+        },
+        "gateway": {
+            "connected_sockets": len(services.gateway.registry)
+            if services.gateway is not None
+            else 0
+        },
+        "sweepers": sweepers,
+        "signing_keys": {
+            "active_kid": keys.active_kid if keys else None,
+            "active_age_days": None,
+            "published": len(keys.jwks()["keys"]) if keys else 0,
+        },
+        **extra_checks,
+    }
+    statuses = [checks["database"]["status"], checks["bus"]["status"]]
+    statuses += [redis_check["status"]] if redis_check else []
+    statuses += [s["last_status"] for s in sweepers if s["last_status"]]
+    statuses += [c.get("status") for c in extra_checks.values()]
+    body = {
+        "status": "ok" if all(s == "ok" for s in statuses) else "degraded",
+        "version": settings.version,
+        "commit": settings.commit,
+        "started_at": services.started_at,
+        "uptime_s": round(time.time() - services.started_at, 1),
+        "role": settings.role,
+        "deployment": settings.deployment,
+        "checks": checks,
+    }
+    _details_cache[id(services)] = (now, body)
+    return body

@@ -25,3 +25,39 @@ async def test_unknown_method_on_a_probe_is_405_problem(client):
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_details_are_for_staff_only(client, live):
+    from tests.factories import register
+
+    assert (await client.get("/health/details")).status_code == 401
+    account = await register(client)
+    response = await client.get("/health/details", headers=account.headers)
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+
+
+async def test_details_describe_every_part_and_leak_no_secret(client, live):
+    from tests.factories import make_staff, register
+
+    account = await register(client)
+    await make_staff(live.services, account.id, "moderator")
+    response = await client.get("/health/details", headers=account.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["role"] == "all"
+    assert body["deployment"] == ("scale_out" if live.settings.redis_url else "embedded")
+    checks = body["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["database"]["dialect"] == live.services.db.dialect
+    assert checks["database"]["schema_revision"] == checks["database"]["expected_revision"]
+    assert checks["bus"]["status"] == "ok" and checks["bus"]["pending"] == 0
+    assert {"outbox", "jobs"} <= {s["name"] for s in checks["sweepers"]}
+    assert checks["signing_keys"]["active_kid"] == live.services.keys.active_kid
+    assert checks["push"]["status"] in ("ok", "unhealthy")
+    text = response.text
+    secrets = [live.settings.database_url, live.settings.key_encryption_key, "127.0.0.1",
+               "postgres@", "redis://"]
+    if live.settings.redis_url:
+        secrets.append(live.settings.redis_url)
+    for secret in secrets:
+        assert secret not in text
