@@ -81,6 +81,18 @@ anime = sa.Table(
 for _column in ("score_x100", "members", "aired_on", "episodes"):
     sa.Index(f"ix_anime_{_column}_desc_id", anime.c[_column].desc(), anime.c.id)
 
+# `order=name` sorts case-insensitively, ties by id (R5).
+sa.Index("ix_anime_name_lower_id", sa.func.lower(anime.c.name), anime.c.id)
+# R3 substring search: a trigram GIN index serves `LIKE '%token%'` on PostgreSQL (pg_trgm,
+# created by migration 0005). SQLite builds a plain B-tree under the same name; its LIKE scan
+# can read that narrower index instead of the table.
+sa.Index(
+    "ix_anime_search_text",
+    anime.c.search_text,
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
+)
+
 anime_tombstones = sa.Table(
     "anime_tombstones",
     metadata,
