@@ -89,6 +89,13 @@ class Code(enum.StrEnum):
     parent_deleted = "parent_deleted"
     comment_deleted = "comment_deleted"
     edit_window_closed = "edit_window_closed"
+    # --- anime list (anime.md §2) ---
+    entry_not_found = "entry_not_found"
+    stale_entry = "stale_entry"
+    stale_episodes = "stale_episodes"
+    episode_limit = "episode_limit"
+    not_aired = "not_aired"
+    import_in_progress = "import_in_progress"
     max_depth = "max_depth"
 
     @property
@@ -168,6 +175,12 @@ _STATUS: dict[Code, int] = {
     Code.parent_deleted: 409,
     Code.comment_deleted: 409,
     Code.edit_window_closed: 409,
+    Code.entry_not_found: 404,
+    Code.stale_entry: 409,
+    Code.stale_episodes: 409,
+    Code.episode_limit: 409,
+    Code.not_aired: 409,
+    Code.import_in_progress: 409,
     Code.max_depth: 422,
 }
 
@@ -239,6 +252,12 @@ _TITLE: dict[Code, str] = {
     Code.parent_deleted: "Parent comment deleted",
     Code.comment_deleted: "Comment deleted",
     Code.edit_window_closed: "Edit window closed",
+    Code.entry_not_found: "Not in your list",
+    Code.stale_entry: "Entry changed",
+    Code.stale_episodes: "Episode count changed",
+    Code.episode_limit: "No episode left",
+    Code.not_aired: "Not aired yet",
+    Code.import_in_progress: "Import in progress",
     Code.max_depth: "Reply too deep",
 }
 
