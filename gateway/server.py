@@ -8,7 +8,9 @@ tails the log, gateway.delivery).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from typing import Any
 
 import socketio
@@ -35,6 +37,7 @@ PING_TIMEOUT_S = 20
 MAX_PAYLOAD_BYTES = 64 * 1024  # whole Engine.IO packet; per-event limits are stricter
 HEARTBEAT_INTERVAL_MS = 15_000
 REPLAY_BATCH = 500
+DRAIN_BATCH = 200
 
 _AUTH_CODES = {
     Code.session_revoked: "session_revoked",
@@ -61,6 +64,8 @@ class Gateway:
         self.sessions = SessionStore(services.cache, services.settings.gateway_resume_window_s)
         self._tasks: set[asyncio.Task] = set()
         self.on_disconnect_hooks: list = []
+        self.draining = False
+        self.emptied = asyncio.Event()  # set whenever the last socket leaves
 
     def spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -96,6 +101,8 @@ class Gateway:
         return identity
 
     async def connect(self, sid: str, environ: dict, auth: Any, namespace: str) -> None:
+        if self.draining:
+            raise AuthRefused("draining", "This server is restarting; connect again")
         identity = await self.authenticate(namespace, environ, auth)
         if namespace != "/":
             return  # /party and /bots: their protocols arrive with parties and bots
@@ -221,11 +228,34 @@ class Gateway:
             device_id=connection.device_id,
         )
 
+    # --- draining ----------------------------------------------------------------------
+    async def drain(self, within_s: float, batch: int = DRAIN_BATCH) -> None:
+        """Graceful shutdown (gateway.md): refuse new sockets, ask the open ones to come
+        back elsewhere after a jittered delay, in batches, and wait up to `within_s` for
+        them to leave. Their sessions stay resumable."""
+        self.draining = True
+        spread_ms = int(within_s * 1000 * 0.7)
+        connections = list(self.registry.by_sid.values())
+        random.shuffle(connections)
+        for start in range(0, len(connections), batch):
+            for connection in connections[start : start + batch]:
+                if not connection.closing:
+                    await self.dispatcher.emit_one(
+                        connection, "RECONNECT", {"after_ms": random.randint(0, spread_ms)}
+                    )
+            await asyncio.sleep(0)
+        if len(self.registry):
+            self.emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.emptied.wait(), within_s)
+
     # --- disconnect --------------------------------------------------------------------
     async def disconnect(self, sid: str, namespace: str) -> None:
         for hook in self.on_disconnect_hooks:
             await hook(sid)
         connection = self.registry.remove(sid)
+        if not len(self.registry):
+            self.emptied.set()
         if connection is None:
             return
         await self.sessions.save(self.session_record(connection))  # the resume window starts

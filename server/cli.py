@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+
+import uvicorn
 
 from server.settings import ROLES, Settings, SettingsError
 
@@ -16,14 +19,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from server.app import create_app
     from server.observability import configure_logging
 
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -32,6 +34,35 @@ def serve(settings: Settings) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.gateway_drain_s) + 5,
     )
+    DrainingServer(config, app.services).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM, first drain: readiness turns 503 (the load balancer stops sending),
+    sockets are asked to reconnect elsewhere, then uvicorn's usual graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, services) -> None:
+        super().__init__(config)
+        self.services = services
+        self._draining: asyncio.Future | None = None
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if sig != signal.SIGTERM or self._draining is not None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        asyncio.get_event_loop().call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._draining = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        self.services.draining = True
+        gateway = self.services.gateway
+        try:
+            if gateway is not None and self.services.settings.runs_gateway:
+                await gateway.drain(self.services.settings.gateway_drain_s)
+        finally:
+            self.should_exit = True
 
 
 def migrate(settings: Settings) -> None:
