@@ -857,3 +857,24 @@ async def test_the_export_masks_tokens(client, live):
     assert len(exported) == 1 and exported[0]["device_name"] == "Pixel"
     assert exported[0]["token_preview"] == "ExponentPushToken[abcd…]"
     assert TOKEN not in repr(exported)
+
+
+async def test_push_requests_never_reach_a_socket(client, live, expo):
+    """R29: PUSH_REQUEST is internal: no socket receives it, not even staff's."""
+    from tests.factories import make_staff
+    from tests.gateway.conftest import publish
+    from tests.support.sockets import connect
+
+    account = await register(client)
+    await make_staff(live.services, account.id)
+    await register_token(client, account)
+    socket = await connect(live, account.access_token)
+    try:
+        await socket.wait_for("READY")
+        await ask_push(live, account.id)
+        await expo.wait_for(lambda: len(expo.delivered()) == 1)
+        await publish(live.services, 1, f"user:{account.id}")  # a later event does arrive
+        await socket.wait_for("TEST_PROBE")
+        assert socket.of("PUSH_REQUEST") == []
+    finally:
+        await socket.close()
