@@ -32,6 +32,7 @@ class Connection:
     last_delivered: tuple[int, int] = (0, 0)
     status: str = "online"
     closing: bool = False
+    intents: int | None = None  # bots only: the event classes this socket may receive
 
     @property
     def user_id(self) -> int:

@@ -18,6 +18,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from gateway.bots import bot_payload, uncovered_intents
 from gateway.connections import MAX_PENDING, Connection, Registry
 from server.events import LoggedEvent
 from server.log import parse_log_id
@@ -84,9 +85,11 @@ class Dispatcher:
             await self.deliver(event, recipients)
         if event.type == "SESSION_REVOKED":
             await self._close_auth_session(event)
+        elif event.type in ("API_KEY_REVOKED", "API_KEY_UPDATE"):
+            await self._recheck_bots(event)
 
     async def deliver(self, event: LoggedEvent, recipients: list[Connection]) -> None:
-        packets: dict[str, Any] = {}
+        packets: dict[tuple[str, int | None], Any] = {}
         for connection in recipients:
             if connection.closing:
                 continue
@@ -99,19 +102,23 @@ class Dispatcher:
             key = connection.fresh(event)
             if key is None:
                 continue
-            encoded = packets.get(connection.namespace)
-            if encoded is None:
-                encoded = packets[connection.namespace] = self.encode(event, connection.namespace)
+            variant = (connection.namespace, connection.intents)
+            if variant not in packets:
+                payload = payload_for(connection, event)
+                packets[variant] = (
+                    None
+                    if payload is None
+                    else self.encode_raw(event.type, payload, connection.namespace)
+                )
+            encoded = packets[variant]
             connection.last_delivered = key
+            if encoded is None:
+                continue  # a bot whose intents exclude this event class
             if self.backed_up(connection):
                 await self.close(connection, "slow_consumer", "Too many undelivered events")
                 continue
             await self.send(connection, encoded)
             self.delivered += 1
-
-    def encode(self, event: LoggedEvent, namespace: str) -> list:
-        payload = {"id": event.id, "ts": event.ts, "data": event.data}
-        return self.encode_raw(event.type, payload, namespace)
 
     def encode_raw(self, name: str, payload: Any, namespace: str) -> list:
         pkt = self.sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[name, payload])
@@ -147,12 +154,16 @@ class Dispatcher:
         await self.send(connection, self.encode_raw(name, payload, connection.namespace))
 
     async def deliver_one(self, connection: Connection, event: LoggedEvent) -> bool:
-        """Deliver to one connection outside the tailer (replay, flush); False if a repeat."""
+        """Deliver to one connection outside the tailer (replay, flush); False if nothing
+        was sent (a repeat, or a class the connection may not see)."""
         key = connection.fresh(event)
         if key is None:
             return False
         connection.last_delivered = key
-        await self.send(connection, self.encode(event, connection.namespace))
+        payload = payload_for(connection, event)
+        if payload is None:
+            return False
+        await self.send(connection, self.encode_raw(event.type, payload, connection.namespace))
         return True
 
     async def go_live(self, connection: Connection) -> None:
@@ -180,6 +191,25 @@ class Dispatcher:
         for connection in self.registry.of_auth_session(session_id):
             await self.close(connection, "session_revoked", "This session has ended")
 
+    async def _recheck_bots(self, event: LoggedEvent) -> None:
+        """auth.md R25, R26: a revoked key's bot sockets close; narrowed scopes close the
+        sockets whose intents they no longer cover."""
+        if event.type == "API_KEY_REVOKED":
+            key_id, scopes = int(event.data["key_id"]), None
+        else:
+            key_id, scopes = int(event.data["key"]["id"]), frozenset(event.data["key"]["scopes"])
+        for connection in list(self.registry.by_sid.values()):
+            if connection.identity.api_key_id != key_id or connection.intents is None:
+                continue
+            if scopes is None:
+                await self.close(connection, "api_key_revoked", "The API key was revoked")
+            elif uncovered_intents(connection.intents, scopes):
+                await self.close(
+                    connection,
+                    "intent_not_allowed",
+                    "The key's scopes no longer cover these intents",
+                )
+
     async def _internal(self, event: LoggedEvent) -> None:
         if event.type == GATEWAY_DISCONNECT:
             for connection in self.registry.of_user(int(event.data["user_id"])):
@@ -192,6 +222,12 @@ class Dispatcher:
                 for topic in event.data.get("add", []):
                     self.registry.subscribe(connection, topic)
                     await self.sio.enter_room(connection.sid, topic, connection.namespace)
+
+
+def payload_for(connection: Connection, event: LoggedEvent) -> dict[str, Any] | None:
+    if connection.intents is not None:
+        return bot_payload(event, connection.intents)
+    return {"id": event.id, "ts": event.ts, "data": event.data}
 
 
 def _drop_queue(socket) -> None:

@@ -14,14 +14,15 @@ import random
 from typing import Any
 
 import socketio
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from gateway import handlers
+from gateway.bots import ALL_INTENTS, bot_topics, uncovered_intents
 from gateway.connections import Connection, Registry
 from gateway.delivery import Dispatcher
 from gateway.presence import online_friends
 from gateway.sessions import GatewaySession, SessionStore, new_session_id
-from gateway.topics import topics_for
+from gateway.topics import BOT_TOPIC_PROVIDERS, topics_for
 from models.users import get_user, summary_of
 from server.auth import Identity
 from server.errors import ApiError, Code
@@ -84,7 +85,7 @@ class Gateway:
                 from models.api_keys import identify_bot
 
                 identity = await identify_bot(
-                    self.services, key, Request(environ.get("asgi.scope", {}))
+                    self.services, key, HTTPConnection(environ.get("asgi.scope", {"type": "http"}))
                 )
             else:
                 token = auth.get("token")
@@ -104,18 +105,25 @@ class Gateway:
         if self.draining:
             raise AuthRefused("draining", "This server is restarting; connect again")
         identity = await self.authenticate(namespace, environ, auth)
-        if namespace != "/":
-            return  # /party and /bots: their protocols arrive with parties and bots
-        device_id = auth.get("device_id")
-        if device_id is not None and (
-            isinstance(device_id, bool)
-            or not isinstance(device_id, int)
-            or not 1 <= device_id <= 127
-        ):
-            raise AuthRefused("auth_failed", "device_id must be an integer 1..127")
+        if namespace == "/party":
+            return  # the watch-party protocol arrives with parties
+        device_id, intents = None, None
+        if namespace == "/bots":
+            intents = self._intents(identity, auth.get("intents"))
+            topics = bot_topics(identity.user_id, intents)
+            for provider in BOT_TOPIC_PROVIDERS:
+                topics |= await provider(self.services, identity, intents)
+        else:
+            device_id = auth.get("device_id")
+            if device_id is not None and (
+                isinstance(device_id, bool)
+                or not isinstance(device_id, int)
+                or not 1 <= device_id <= 127
+            ):
+                raise AuthRefused("auth_failed", "device_id must be an integer 1..127")
+            topics = await topics_for(self.services, identity, device_id)
         resume = auth.get("resume")
         resumed = await self._resumable(identity, namespace, resume)
-        topics = await topics_for(self.services, identity, device_id)
         if resumed is not None:
             session_id = resumed.session_id
             topics |= {t for t in resumed.topics if t.startswith(("anime:", "collection:"))}
@@ -132,6 +140,7 @@ class Gateway:
             topics=topics,
             device_id=device_id,
             last_delivered=parse_log_id(start) or (0, 0),
+            intents=intents,
         )
         # Registered before any await: from here on every event for it is buffered.
         self.registry.add(connection)
@@ -146,6 +155,17 @@ class Gateway:
                 start=start,
             )
         )
+
+    @staticmethod
+    def _intents(identity: Identity, raw: Any) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= ALL_INTENTS:
+            raise AuthRefused("auth_failed", f"intents must be an integer 0..{ALL_INTENTS}")
+        uncovered = uncovered_intents(raw, identity.scopes or frozenset())
+        if uncovered:
+            raise AuthRefused(
+                "intent_not_allowed", "The key's scopes do not allow " + ", ".join(uncovered)
+            )
+        return raw
 
     async def _resumable(
         self, identity: Identity, namespace: str, resume: Any
@@ -209,6 +229,19 @@ class Gateway:
         user: dict[str, Any] = {}
         if row is not None:
             user = {**_struct_dict(summary_of(row)), "role": connection.identity.role}
+        if connection.intents is not None:
+            return {
+                "session_id": connection.session_id,
+                "user": user,  # a key acts as its owner (auth.md "Decided")
+                "api_key_id": str(connection.identity.api_key_id),
+                "scopes": sorted(connection.identity.scopes or ()),
+                "intents": connection.intents,
+                "servers": sorted(
+                    t.removeprefix("server:") for t in connection.topics if t.startswith("server:")
+                ),
+                "subscriptions": sorted(connection.topics),
+                "last_event_id": start,
+            }
         return {
             "session_id": connection.session_id,
             "user": user,
@@ -303,5 +336,5 @@ def _register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> No
 
     sio.on("connect", on_connect, namespace=namespace)
     sio.on("disconnect", on_disconnect, namespace=namespace)
-    if namespace == "/":
+    if namespace in ("/", "/bots"):
         handlers.register(sio, gateway, namespace)

@@ -14,6 +14,9 @@ from server.services import Services
 
 TopicProvider = Callable[[Services, Identity], Awaitable[set[str]]]
 TOPIC_PROVIDERS: list[TopicProvider] = []
+# Bots (the owner's servers and parties, by intent): (services, identity, intents) → topics.
+BotTopicProvider = Callable[[Services, Identity, int], Awaitable[set[str]]]
+BOT_TOPIC_PROVIDERS: list[BotTopicProvider] = []
 MAX_ANIME_TOPICS = 20
 
 
