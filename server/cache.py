@@ -6,10 +6,15 @@ once-per-window gates (typing markers, IP-log gates).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 
 import redis.asyncio as aioredis
+
+from server.redis_client import REDIS_DOWN_ERRORS
+
+log = logging.getLogger("anilay.cache")
 
 CACHE_PREFIX = "anilay:cache:"
 
@@ -69,20 +74,60 @@ class InProcessCache(Cache):
 
 
 class RedisCache(Cache):
+    """The shared cache. While Redis is unreachable it behaves as an empty cache (reads
+    miss, so callers go to the database; writes are skipped), so REST keeps serving
+    (platform.md R2). Deletions that could not be made are retried before the next
+    operation once Redis answers again: an invalidation is never silently lost."""
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self._undeleted: set[str] = set()
+
+    async def _flush_undeleted(self) -> None:
+        if self._undeleted:
+            keys, self._undeleted = self._undeleted, set()
+            try:
+                await self.client.delete(*keys)
+            except REDIS_DOWN_ERRORS:
+                self._undeleted |= keys
+                raise
 
     async def get(self, key: str) -> bytes | None:
-        return await self.client.get(CACHE_PREFIX + key)
+        try:
+            await self._flush_undeleted()
+            return await self.client.get(CACHE_PREFIX + key)
+        except REDIS_DOWN_ERRORS as error:
+            log.warning("cache unreachable, reading through: %s", error)
+            return None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.client.set(CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)))
+        try:
+            await self._flush_undeleted()
+            await self.client.set(CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)))
+        except REDIS_DOWN_ERRORS as error:
+            log.warning("cache unreachable, not caching: %s", error)
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
-        return bool(
-            await self.client.set(CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)), nx=True)
-        )
+        """While Redis is down nothing is added: throttled actions are skipped, not
+        let through unthrottled."""
+        try:
+            await self._flush_undeleted()
+            return bool(
+                await self.client.set(
+                    CACHE_PREFIX + key, value, px=max(1, int(ttl_s * 1000)), nx=True
+                )
+            )
+        except REDIS_DOWN_ERRORS as error:
+            log.warning("cache unreachable, treating %s as present: %s", key, error)
+            return False
 
     async def delete(self, *keys: str) -> None:
-        if keys:
-            await self.client.delete(*(CACHE_PREFIX + key for key in keys))
+        if not keys:
+            return
+        names = {CACHE_PREFIX + key for key in keys}
+        try:
+            await self._flush_undeleted()
+            await self.client.delete(*names)
+        except REDIS_DOWN_ERRORS as error:
+            log.error("cache unreachable, invalidation postponed: %s", error)
+            self._undeleted |= names

@@ -120,3 +120,35 @@ async def test_while_the_outbox_holds_events_new_ones_queue_behind_them(flaky):
 
     await wait_for(both_arrived)
     assert [e.data["n"] for e in await stream.read_after("0-0")] == [1, 2]
+
+
+async def test_rest_writes_during_an_outage_reach_sockets_in_order(flaky):
+    """G9 end to end: with Redis unreachable REST keeps serving (rate limits per process,
+    session checks from the database), the events wait in the outbox, and the socket gets
+    them in order once Redis is back."""
+    from tests.factories import register
+    from tests.support.sockets import Recorder
+
+    live, proxy, _stream = flaky
+    async with httpx.AsyncClient(base_url=live.url + "/api/v1") as http:
+        account = await register(http)
+        socket = Recorder(live.url)
+        await socket.connect({"token": account.access_token})
+        await socket.wait_for("READY")
+        proxy.cut()
+        sessions = []
+        for _ in range(3):
+            response = await http.post(
+                "/auth/login", json={"login": account.username, "password": account.password}
+            )
+            assert response.status_code == 200, response.text
+            sessions.append(response.json()["session_id"])
+        me = await http.get("/auth/me", headers=account.headers)
+        assert me.status_code == 200, "session checks fall back to the database"
+        assert await live.services.bus.outbox_size() == 3
+        ready = await http.get("/health/ready")
+        assert ready.json()["checks"]["redis"] == "fail"
+        proxy.restore()
+        created = await socket.wait_for("SESSION_CREATE", 3, timeout=15)
+        assert [e["data"]["session"]["id"] for e in created] == sessions
+        await socket.close()
