@@ -6,4 +6,5 @@ from models.auth import accounts, tables  # noqa: F401  (accounts registers its 
 from models import exports, privacy, user_settings  # noqa: F401  (users.md tables, export job)
 from models.anime import catalog_tables  # noqa: F401  (anime.md: catalog, lists, ...)
 from models.anime import lists  # noqa: F401  (anime.md §2: list tables, import job, hooks)
+from models.anime import collections, comments  # noqa: F401  (anime.md §3, §4: tables, jobs)
 from server import bus, jobs, tokens  # noqa: F401  (platform tables: outbox, jobs, keys)
