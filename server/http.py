@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from server.auth import Identity, authorize, read_credentials
 from server.errors import PROBLEM_JSON, ApiError, Code, FieldError
 from server.ids import parse_snowflake
+from server.ratelimit import current_limit
 from server.schemas import decode_json_body, decode_query
 from server.services import Services
 
@@ -78,10 +79,18 @@ class Endpoint:
         """Serve one request. A domain error is rendered here, without a trip through
         Starlette's exception layers; anything unexpected propagates (500 upstream)."""
         request = Request(scope, receive)
+        tightest: list = []
+        token = current_limit.set(tightest)
         try:
             response = await self._serve(request)
         except ApiError as error:
             response = problem_response(error)
+        finally:
+            current_limit.reset(token)
+        if tightest:
+            for name, value in tightest[0].headers().items():
+                if name.lower() not in response.headers:
+                    response.headers[name] = value
         await response(scope, receive, send)
 
     async def _serve(self, request: Request) -> Response:

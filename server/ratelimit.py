@@ -6,6 +6,7 @@ the request (platform.md R2: a Redis outage must not take REST down).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
@@ -19,6 +20,13 @@ from server.errors import ApiError, Code
 from server.redis_client import REDIS_DOWN_ERRORS
 
 log = logging.getLogger("anilay.ratelimit")
+
+
+# The tightest limit a request was checked against, reported in its response headers
+# (DESIGN: X-RateLimit-*). The HTTP layer opens a slot per request; elsewhere it is None.
+current_limit: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "current_limit", default=None
+)
 
 
 class RateLimitResult(msgspec.Struct, frozen=True):
@@ -79,6 +87,9 @@ class RateLimiter:
     async def check(self, rule: str, *identifiers: str, cost: int = 1) -> RateLimitResult:
         """Hit the limit and raise 429 (with Retry-After) when it is exceeded."""
         result = await self.hit(rule, *identifiers, cost=cost)
+        slot = current_limit.get()
+        if slot is not None and (not slot or result.remaining < slot[0].remaining):
+            slot[:] = [result]
         if not result.allowed:
             raise ApiError(
                 Code.rate_limited, "Too many requests; retry later", headers=result.headers()

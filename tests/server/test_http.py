@@ -60,7 +60,14 @@ async def refuse(call: Call) -> None:
     raise ApiError(Code.conflict, "Already done", extra={"state": "closed"})
 
 
+async def limited(call: Call) -> dict:
+    await call.services.limiter.check("3/minute", "probe-wide", call.client_ip)
+    await call.services.limiter.check("2/minute", "probe-tight", call.client_ip)
+    return {"ok": True}
+
+
 PROBES = [
+    Endpoint("GET", "/probe/limited", limited),
     Endpoint(
         "POST", "/probe/forms", create_form, body=Form, response=Echo, status=201, max_body=4096
     ),
@@ -234,3 +241,16 @@ async def test_metrics_count_requests_by_route_template(http, probe_url):
         text = (await bare.get(probe_url.replace("/api/v1", "/metrics"))).text
     assert 'route="/api/v1/probe/things/{thing_id}"' in text
     assert 'route="/api/v1/probe/things/42"' not in text
+
+
+async def test_limited_routes_report_their_tightest_limit(http):
+    first = await http.get("/probe/limited")
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit"] == "2"
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    assert int(first.headers["x-ratelimit-reset"]) > 0
+    await http.get("/probe/limited")
+    refused = await http.get("/probe/limited")
+    assert_problem(refused, 429, "rate_limited")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-remaining"] == "0"
