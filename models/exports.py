@@ -26,6 +26,7 @@ import msgspec
 import sqlalchemy as sa
 
 from models.auth.tables import auth_sessions
+from models.oauth.tables import oauth_identities
 from models.privacy import PRIVACY_FIELDS, load_privacy
 from models.user_settings import get_settings
 from models.users import get_user
@@ -504,6 +505,29 @@ async def export_sessions(services: Services, user_id: int) -> list[dict[str, An
             "expires_at": _time(row["expires_at"]),
             "revoked_at": _time(row["revoked_at"]),
             "revoke_reason": row["revoke_reason"],
+        }
+        for row in rows
+    ]
+
+
+@exporter("oauth_identities")
+async def export_oauth_identities(services: Services, user_id: int) -> list[dict[str, Any]]:
+    """Linked sign-in providers as the provider described the account; no provider token is
+    ever stored (auth.md R16)."""
+    rows = await services.db.fetch_all(
+        sa.select(oauth_identities)
+        .where(oauth_identities.c.user_id == user_id)
+        .order_by(oauth_identities.c.created_at, oauth_identities.c.id)
+    )
+    return [
+        {
+            "provider": row["provider"],
+            "subject": row["subject"],
+            "username": row["username"],
+            "email": row["email"],
+            "avatar_url": row["avatar_url"],
+            "created_at": _time(row["created_at"]),
+            "last_login_at": _time(row["last_login_at"]),
         }
         for row in rows
     ]

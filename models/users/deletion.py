@@ -10,7 +10,7 @@ Other groups take part through two registries:
   reason `owner_deleted`); push tokens of the revoked sessions go through auth's
   SESSION_REVOKE_HOOKS.
 - `DELETION_HOOKS` run inside the anonymization transaction, before this group's own clean-up
-  (game.md releases escrow; auth.md deletes OAuth identities, API keys and push tokens;
+  (game.md releases escrow; auth.md's API keys and push tokens delete themselves;
   social.md friendships, blocks and notifications; anime.md keeps comments as "deleted user";
   platform.md deletes time-on-site and IP logs and nulls user ids in search logs and
   telemetry). Register with `@on_deletion_requested` / `@on_account_deleted`.
@@ -32,6 +32,7 @@ from models.auth.sessions import active_session_ids, revoke_sessions
 from models.auth.tables import auth_sessions, email_tokens, refresh_tokens
 from models.exports import delete_user_exports
 from models.mail import mail_outbox, queue_mail
+from models.oauth.tables import oauth_flows, oauth_identities
 from models.user_settings import user_settings
 from models.users import get_user, username_reservations, users
 from models.users.profiles import USER_DELETE, UserDelete
@@ -203,13 +204,15 @@ async def anonymize_user(services: Services, user_id: int, *, immediate: bool = 
 
 
 async def _delete_own_data(services: Services, tx: Transaction, user_id: int) -> None:
-    """Sessions and their tokens, mail tokens, queued mail (it carries the address),
-    settings, privacy, exports and their files."""
+    """Sessions and their tokens, mail tokens, OAuth identities and flows, queued mail (it
+    carries the address), settings, privacy, exports and their files."""
     db = services.db
     sessions = sa.select(auth_sessions.c.id).where(auth_sessions.c.user_id == user_id)
     await db.execute(refresh_tokens.delete().where(refresh_tokens.c.session_id.in_(sessions)))
     await db.execute(auth_sessions.delete().where(auth_sessions.c.user_id == user_id))
     await db.execute(email_tokens.delete().where(email_tokens.c.user_id == user_id))
+    await db.execute(oauth_identities.delete().where(oauth_identities.c.user_id == user_id))
+    await db.execute(oauth_flows.delete().where(oauth_flows.c.user_id == user_id))
     await db.execute(mail_outbox.delete().where(mail_outbox.c.user_id == user_id))
     await db.execute(user_settings.delete().where(user_settings.c.user_id == user_id))
     await db.execute(privacy.user_privacy.delete().where(privacy.user_privacy.c.user_id == user_id))

@@ -22,6 +22,7 @@ from models.auth.identity import user_state
 from models.auth.sessions import session_cache_key
 from models.auth.tables import auth_sessions
 from models.exports import build_export, data_exports, sweep_exports
+from models.oauth.tables import oauth_identities
 from models.privacy import user_privacy
 from models.user_settings import user_settings
 from models.users import deletion as deletion_module
@@ -150,6 +151,23 @@ async def make_account(live, username: str | None = None, display_name: str | No
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,
         session_id=int(pair.session_id),
+    )
+
+
+async def link_identity(live, account, provider="fake"):
+    """An OAuth identity row as auth.md's link flow leaves it."""
+    await live.services.db.execute(
+        oauth_identities.insert().values(
+            id=account.id + 1,
+            user_id=account.id,
+            provider=provider,
+            subject=f"subject-{account.id}",
+            username="nick",
+            email=account.email,
+            avatar_url=None,
+            created_at=datetime.now(UTC),
+            last_login_at=None,
+        )
     )
 
 
@@ -1103,6 +1121,7 @@ async def test_the_worker_anonymizes_due_accounts_once(client, live, graph, capt
     )
     await set_privacy(client, account, dms_from="nobody")
     await client.patch("/users/me/settings", json={"locale": "en"}, headers=account.headers)
+    await link_identity(live, account)
     export = (await client.post("/users/me/exports", headers=account.headers)).json()
     await finish_export(client, live, account, export["id"])
     await request_deletion(client, account)
@@ -1132,7 +1151,7 @@ async def test_the_worker_anonymizes_due_accounts_once(client, live, graph, capt
     ):
         assert row[column] is None, column
     db = live.services.db
-    for table in (user_settings, user_privacy):
+    for table in (user_settings, user_privacy, oauth_identities):
         assert await db.fetch_all(sa.select(table).where(table.c.user_id == account.id)) == []
     assert (
         await db.fetch_all(sa.select(auth_sessions).where(auth_sessions.c.user_id == account.id))
@@ -1252,6 +1271,7 @@ async def test_export_end_to_end(client, live, export_dir):
     """U10-U12, R10: queue, build, download a ZIP with a manifest and one JSON per exporter."""
     account = await register(client)
     await client.patch("/users/me", json={"bio": "exported bio"}, headers=account.headers)
+    await link_identity(live, account)
     started = await client.post("/users/me/exports", headers=account.headers)
     assert started.status_code == 202
     queued = started.json()
@@ -1274,7 +1294,7 @@ async def test_export_end_to_end(client, live, export_dir):
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["user_id"] == str(account.id) and manifest["format_version"] == 1
     assert manifest["created_at"] == queued["created_at"]
-    for name in ("account", "profile", "settings", "privacy", "sessions"):
+    for name in ("account", "profile", "settings", "privacy", "sessions", "oauth_identities"):
         assert f"{name}.json" in manifest["files"]
     assert sorted(archive.namelist()) == sorted(["manifest.json", *manifest["files"]])
     account_json = json.loads(archive.read("account.json"))
@@ -1283,6 +1303,8 @@ async def test_export_end_to_end(client, live, export_dir):
     assert json.loads(archive.read("privacy.json"))["dms_from"] == "friends"
     sessions = json.loads(archive.read("sessions.json"))
     assert [s["id"] for s in sessions] == [str(account.session_id)]
+    identities = json.loads(archive.read("oauth_identities.json"))
+    assert [(i["provider"], i["username"]) for i in identities] == [("fake", "nick")]
     raw = b"".join(archive.read(n) for n in archive.namelist())
     assert account.refresh_token.encode() not in raw and b"token_hash" not in raw
     assert b"password_hash" not in raw
