@@ -163,3 +163,36 @@ async def online_friends(services: Services, user_id: int) -> list[dict[str, Any
             activity = None
         out.append({"user_id": str(friend), "status": status, "activity": activity})
     return out
+
+
+async def _share_watching_turned_off(services: Services, tx, user_id: int, old, new) -> None:
+    """users.md R4: turning `share_watching` off tells friends at once (activity: null)."""
+    if not old.share_watching or new.share_watching:
+        return
+    status, activity = aggregate(await services.presence.entries(user_id))
+    if status == "offline" or activity is None:
+        return
+    friends = await social_graph.friend_ids(services, user_id)
+    if friends:
+        tx.emit(
+            make_event(
+                PRESENCE_UPDATE,
+                PresenceUpdate(
+                    user_id=str(user_id),
+                    status=status,
+                    activity=None,
+                    since=rfc3339_from(time.time()),
+                ),
+                [f"user:{friend}" for friend in sorted(friends)],
+            )
+        )
+
+
+def _register_privacy_hook() -> None:
+    from models.privacy import PRIVACY_CHANGE_HOOKS
+
+    if _share_watching_turned_off not in PRIVACY_CHANGE_HOOKS:
+        PRIVACY_CHANGE_HOOKS.append(_share_watching_turned_off)
+
+
+_register_privacy_hook()

@@ -270,3 +270,21 @@ async def test_a_flooding_socket_is_told_then_closed_without_slowing_others(clie
     assert (await c.emit("subscribe", {"anime_id": 3}))["ok"] is True
     assert time.monotonic() - started < 0.5
     await c.close()
+
+
+async def test_turning_share_watching_off_hides_the_activity_at_once(client, live, graph):
+    """users.md R4: friends get PRESENCE_UPDATE with activity null right away."""
+    from gateway.presence import beat
+
+    alice, _bob, watcher = await pair(client, live, graph)
+    await beat(live.services, alice.id, "s", "online", WATCHING)
+    (shown,) = await watcher.wait_for("PRESENCE_UPDATE")
+    assert shown["data"]["activity"]["anime_id"] == 20
+    response = await client.patch(
+        "/users/me/privacy", json={"share_watching": False}, headers=alice.headers
+    )
+    assert response.status_code == 200, response.text
+    updates = await watcher.wait_for("PRESENCE_UPDATE", 2)
+    assert updates[-1]["data"]["activity"] is None
+    assert updates[-1]["data"]["status"] == "online"
+    await watcher.close()
