@@ -20,7 +20,7 @@ from models.anime.collections.tables import (
     WRITE_RATE,
 )
 from models.anime.common import CURSOR_MAX, Origin
-from server.errors import ApiError, Code
+from server.errors import ApiError, Code, validation_error
 from server.http import Call, endpoint
 from server.schemas import Schema
 
@@ -87,6 +87,8 @@ class BrowseQuery(Schema):
 async def browse_collections(call: Call[None, BrowseQuery]) -> collections.CollectionPage:
     """Browse and search public collections."""
     query = call.query
+    if query.q is not None and not query.q.strip():
+        raise validation_error("q", "search for at least one non-space character")
     if query.q is not None:
         who = str(call.identity.user_id) if call.identity else f"ip:{call.client_ip}"
         await call.services.limiter.check(SEARCH_RATE, "collection-search", who)

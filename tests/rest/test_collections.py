@@ -554,6 +554,7 @@ async def test_browse_validates_its_query(client, live):
     problem(
         await client.get("/collections", params={"q": "x" * 101}), 422, "validation_failed", "q"
     )
+    problem(await client.get("/collections", params={"q": "   "}), 422, "validation_failed", "q")
     problem(await client.get("/collections", params={"page": 2}), 422, "validation_failed", "page")
 
 
