@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from models.anime.importer import seed_demo_catalog
 from models.users import users
 from server.db import Database
 from server.ids import new_id
@@ -59,6 +60,7 @@ async def seed_demo(settings: Settings) -> dict[str, int]:
     db = Database(settings.database_url)
     await db.connect()
     try:
-        return {"accounts": await seed_accounts(db, Passwords(settings))}
+        accounts = await seed_accounts(db, Passwords(settings))
+        return {"accounts": accounts, "anime": await seed_demo_catalog(db)}
     finally:
         await db.disconnect()

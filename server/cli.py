@@ -98,6 +98,31 @@ def rotate_keys(settings: Settings) -> None:
     print(f"signing key {kid} is active; every other key is retired")
 
 
+def catalog_import(settings: Settings, args: argparse.Namespace) -> None:
+    from models.anime.importer import run_import_command
+
+    report = asyncio.run(
+        run_import_command(
+            settings,
+            args.source,
+            ids=args.ids,
+            pages=args.pages,
+            ongoing=args.ongoing,
+            force=args.force,
+        )
+    )
+    print(report.summary())
+    for problem in report.problems:
+        print(f"  {problem.ref}: {problem.reason}", file=sys.stderr)
+
+
+def _id_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of ids") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="anilay", description="Anilay backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", help="prompted for when omitted")
     commands.add_parser("rotate-keys", help="emergency signing-key rotation")
+    catalog = commands.add_parser("catalog", help="the anime catalog").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    load = catalog.add_parser("import", help="import Shikimori-format anime (file, dir or URL)")
+    load.add_argument("source", help="a JSON file, a directory of them, or a base URL")
+    load.add_argument("--ids", type=_id_list, default=[], help="ids to pull (URL) or force")
+    load.add_argument("--pages", type=int, default=0, help="browse pages to pull (URL)")
+    load.add_argument("--ongoing", action="store_true", help="refresh local anons/ongoing (URL)")
+    load.add_argument("--force", action="store_true", help="import tombstoned --ids too")
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
@@ -131,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         create_admin(settings, args.username, args.email, password)
     elif args.command == "rotate-keys":
         rotate_keys(settings)
+    elif args.command == "catalog":
+        catalog_import(settings, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from models.anime.importer import demo_records
 from models.auth.bootstrap import create_admin_account
 from models.demo import DEMO_USERS, seed_demo
 from models.users import users
@@ -13,8 +14,8 @@ from server.cli import main
 async def test_seed_is_idempotent(live):
     first = await seed_demo(live.settings)
     second = await seed_demo(live.settings)
-    assert first == {"accounts": len(DEMO_USERS)}
-    assert second == {"accounts": 0}
+    assert first == {"accounts": len(DEMO_USERS), "anime": len(demo_records())}
+    assert second == {"accounts": 0, "anime": 0}
 
 
 async def test_create_admin_creates_then_promotes(live, client):
