@@ -329,10 +329,20 @@ def create_socket_server(services: Services) -> socketio.AsyncServer:
 
 def _register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> None:
     async def on_connect(sid: str, environ: dict, auth: Any = None) -> None:
-        await gateway.connect(sid, environ, auth, namespace)
+        try:
+            await gateway.connect(sid, environ, auth, namespace)
+        except AuthRefused:
+            raise
+        except Exception:  # a dependency failed: refuse with a reason, never hang the client
+            log.exception("connect failed")
+            gateway.registry.remove(sid)
+            raise AuthRefused("unavailable", "Try again shortly") from None
 
     async def on_disconnect(sid: str, reason: Any = None) -> None:
-        await gateway.disconnect(sid, namespace)
+        try:
+            await gateway.disconnect(sid, namespace)
+        except Exception:  # the socket is gone either way; its presence entry will lapse
+            log.exception("disconnect bookkeeping failed")
 
     sio.on("connect", on_connect, namespace=namespace)
     sio.on("disconnect", on_disconnect, namespace=namespace)
