@@ -12,8 +12,7 @@ import enum
 from typing import Any
 
 from server.events import LoggedEvent
-
-PUBLIC_TOPIC = "public"  # public activity: new comments, public collections, changelog
+from server.realtime import PUBLIC_ACTIVITY_TOPIC
 
 
 class Intent(enum.IntFlag):
@@ -85,5 +84,5 @@ def bot_topics(owner_id: int, intents: int) -> set[str]:
     if intents & Intent.PRESENCE:
         topics.add(f"user:{owner_id}")  # the owner's friends' presence arrives here
     if intents & Intent.PUBLIC_ACTIVITY:
-        topics.add(PUBLIC_TOPIC)
+        topics.add(PUBLIC_ACTIVITY_TOPIC)
     return topics

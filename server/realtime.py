@@ -14,6 +14,9 @@ from server.db import Transaction
 from server.events import event_type, make_event
 
 INTERNAL_TOPIC = "internal:gateway"
+# Public activity (new comments, public collections, changelog entries), for bots with the
+# PUBLIC_ACTIVITY intent: producers add it to those events' targets.
+PUBLIC_ACTIVITY_TOPIC = "public_activity"
 
 
 class SubscriptionsChanged(msgspec.Struct):

@@ -62,7 +62,7 @@ async def test_a_bot_gets_ready_with_its_key_and_intents(client, live):
     (ready,) = await socket.wait_for("READY")
     assert ready["api_key_id"] == key["id"] and ready["intents"] == int(Intent.PUBLIC_ACTIVITY)
     assert ready["user"]["id"] == str(account.id)
-    assert ready["servers"] == [] and ready["subscriptions"] == ["public"]
+    assert ready["servers"] == [] and ready["subscriptions"] == ["public_activity"]
     await socket.close()
 
 
@@ -139,7 +139,7 @@ async def test_public_activity_reaches_bots_that_asked_for_it(client, live):
     deaf = await bot_socket(live, key["secret"], 0)
     for socket in (listening, deaf):
         await socket.wait_for("READY")
-    await raw(live.services, "COMMENT_CREATE", {"comment_id": "1"}, "public", "anime:5")
+    await raw(live.services, "COMMENT_CREATE", {"comment_id": "1"}, "public_activity", "anime:5")
     (comment,) = await listening.wait_for("COMMENT_CREATE")
     assert comment["data"] == {"comment_id": "1"}
     await asyncio.sleep(0.1)
