@@ -139,3 +139,38 @@ async def _stream(emit, numbers) -> None:
     for n in numbers:
         await emit(n)
         await asyncio.sleep(0.002)
+
+
+async def test_volatile_typing_crosses_gateway_processes_through_redis(client, live, backend):
+    """Typing is volatile: not logged, sent through python-socketio's AsyncRedisManager to
+    every gateway, so a typer on one process reaches a reader on another."""
+    if not live.settings.redis_url:
+        pytest.skip("the Redis manager exists only in scale-out")
+    from gateway import handlers
+    from server.realtime import subscriptions_changed
+    from tests.conftest import start_live_server, stop_live_server
+
+    other = await start_live_server(live.settings)
+    alice, bob = await register(client), await register(client)
+
+    async def member(services, connection, field, target_id):
+        return f"conversation:{target_id}"
+
+    handlers.TYPING_CHECKS["conversation_id"] = member
+    try:
+        typer = await socket_on(live.url, alice.access_token)
+        reader = await socket_on(other.url, bob.access_token)
+        await typer.wait_for("READY")
+        await reader.wait_for("READY")
+        async with live.services.db.transaction() as tx:
+            for user in (alice.id, bob.id):
+                subscriptions_changed(tx, user, add=["conversation:8"])
+        await asyncio.sleep(0.3)
+        assert (await typer.emit("typing", {"conversation_id": "8"}))["forwarded"] is True
+        (typing,) = await reader.wait_for("TYPING_START")
+        assert typing["user_id"] == str(alice.id)
+        await typer.close()
+        await reader.close()
+    finally:
+        handlers.TYPING_CHECKS.pop("conversation_id", None)
+        await stop_live_server(other)
