@@ -411,7 +411,9 @@ async def do_start_import(
             )
             .on_conflict_do_nothing(
                 index_elements=["user_id"],
-                index_where=_i.state.in_(IMPORT_IN_PROGRESS),
+                # A literal predicate: PostgreSQL must match it to the partial index even
+                # when the statement runs as a generic prepared plan.
+                index_where=sa.text("state IN ('queued', 'running')"),
             )
             .returning(anime_list_import)
         )
