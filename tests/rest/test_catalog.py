@@ -615,6 +615,63 @@ async def test_stats_without_list_entries(client, demo):
     assert body["mean_score"] is None and body["updated_at"].endswith("Z")
 
 
+async def test_stats_count_this_platforms_list_entries(client, demo, live):
+    """CT9: counts by status and score from anime_list_entry; mean from 5 scored entries."""
+    from server.db import metadata
+    from server.ids import new_id
+
+    entries = metadata.tables.get("anime_list_entry")
+    if entries is None:
+        pytest.skip("the list domain is not installed")
+    now = datetime.now(UTC)
+    rows = [
+        ("completed", 10),
+        ("completed", 9),
+        ("completed", 8),
+        ("watching", 7),
+        ("dropped", 0),
+        ("planned", 0),
+    ]
+
+    async def add(anime_id: int, status: str, score: int) -> None:
+        await live.services.db.execute(
+            entries.insert().values(
+                id=new_id(),
+                user_id=new_id(),
+                anime_id=anime_id,
+                status=status,
+                score=score,
+                episodes=0,
+                rewatches=0,
+                rev=new_id(),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    for status, score in rows:
+        await add(AOT, status, score)
+    await add(25777, "completed", 10)  # another title: not counted
+    body = (await client.get(f"/anime/{AOT}/stats")).json()
+    assert body["members"] == 6
+    assert body["statuses"] == {
+        "planned": 1,
+        "watching": 1,
+        "rewatching": 0,
+        "completed": 3,
+        "on_hold": 0,
+        "dropped": 1,
+    }
+    assert body["scores"] == {**{str(n): 0 for n in range(1, 11)}, "7": 1, "8": 1, "9": 1, "10": 1}
+    assert body["mean_score"] is None  # 4 scored entries
+    await add(AOT, "on_hold", 6)
+    cached = (await client.get(f"/anime/{AOT}/stats")).json()
+    assert cached == body  # CT9 is cached for 10 minutes, whatever the catalog version
+    await live.services.cache.delete(f"catalog:live:stats?{AOT}")
+    fresh = (await client.get(f"/anime/{AOT}/stats")).json()
+    assert fresh["members"] == 7 and fresh["mean_score"] == 8.0
+
+
 async def test_genres_by_name(client, demo):
     """CT10: every genre, theme and demographic, by name."""
     items = (await client.get("/anime/genres")).json()["items"]
