@@ -384,15 +384,9 @@ async def do_increment_episode(
         replay = await _stored_response(services, user_id, idempotency_key, fingerprint)
         if replay is not None:
             return replay
-    anime_row = await load_anime(services, anime_id)
-    if (
-        anime_row[ANIME_PREFIX + "status"] == "anons"
-        and anime_row[ANIME_PREFIX + "episodes_aired"] == 0
-    ):
-        raise ApiError(Code.not_aired, "No episode of this anime has aired yet")
     try:
         return await _increment(
-            services, user_id, anime_row, expected_episodes, idempotency_key, fingerprint
+            services, user_id, anime_id, expected_episodes, idempotency_key, fingerprint
         )
     except _Replay:
         replay = await _stored_response(services, user_id, idempotency_key or "", fingerprint)
@@ -445,24 +439,46 @@ async def _claim_key(services: Services, user_id: int, key: str, fingerprint: st
         raise _Replay()
 
 
+async def _anime_and_entry(
+    services: Services, user_id: int, anime_id: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The catalog row and my entry in one round trip (the hot path's first read)."""
+    row = await services.db.fetch_one(
+        sa.select(anime_list_entry, *anime_columns())
+        .select_from(
+            anime.outerjoin(
+                anime_list_entry, sa.and_(_e.anime_id == anime.c.id, _e.user_id == user_id)
+            )
+        )
+        .where(anime.c.id == anime_id)
+    )
+    if row is None:
+        raise anime_not_found()
+    return row, (row if row["id"] is not None else None)
+
+
 async def _increment(
     services: Services,
     user_id: int,
-    anime_row: dict[str, Any],
+    anime_id: int,
     expected: int | None,
     key: str | None,
     fingerprint: str,
 ) -> EpisodeOutcome:
     db = services.db
-    anime_id = anime_row[ANIME_PREFIX + "id"]
-    total = anime_row[ANIME_PREFIX + "episodes"]
-    limit = bound(anime_row, ANIME_PREFIX)
     now = datetime.now(UTC)
     async with db.transaction() as tx:
         if key is not None:
             await _claim_key(services, user_id, key, fingerprint)
         for _ in range(EPISODE_ATTEMPTS):
-            current = await _entry_row(services, user_id, anime_id)
+            anime_row, current = await _anime_and_entry(services, user_id, anime_id)
+            if (
+                anime_row[ANIME_PREFIX + "status"] == "anons"
+                and anime_row[ANIME_PREFIX + "episodes_aired"] == 0
+            ):
+                raise ApiError(Code.not_aired, "No episode of this anime has aired yet")
+            total = anime_row[ANIME_PREFIX + "episodes"]
+            limit = bound(anime_row, ANIME_PREFIX)
             if current is None:
                 if expected is not None and expected != 0:
                     raise _stale(None, Code.stale_episodes, "You have not watched any episode")
@@ -523,7 +539,7 @@ async def _increment(
                     .values(status=status, body=body.decode())
                 )
             return EpisodeOutcome(status=status, body=body)
-    current = await _entry_row(services, user_id, anime_id)
+    anime_row, current = await _anime_and_entry(services, user_id, anime_id)
     raise _stale(entry_of(current, anime_row, owner=True) if current else None)
 
 
