@@ -1432,6 +1432,7 @@ async def test_a_shikimori_list_imports_in_both_shapes(client, live):
     account = await make_account(live)
     nested = await make_anime(live, episodes=24)
     flat = await make_anime(live, episodes=12)
+    lenient = await make_anime(live, episodes=12)
     rates = [
         {
             "id": 1,
@@ -1456,10 +1457,29 @@ async def test_a_shikimori_list_imports_in_both_shapes(client, live):
         {"id": 3, "target_id": 5, "target_type": "Manga", "status": "completed"},
         {"id": 4, "anime": None, "manga": {"id": 7}, "status": "planned"},
         "not an object",
+        {
+            "target_id": lenient,
+            "status": "on_hold",
+            "episodes": -3,
+            "rewatches": "many",
+            "text": "x" * 5000 + "\x00",
+            "started_on": "yesterday",
+        },
     ]
     job = await run_import(client, account, json.dumps(rates).encode(), "shikimori_json")
-    assert (job["added"], job["skipped"]) == (2, 3)
-    assert {p["reason"] for p in job["problems"]} == {"not_anime", "not_an_object"}
+    assert (job["added"], job["skipped"]) == (3, 3)
+    assert {(p["ref"], p["reason"]) for p in job["problems"]} == {
+        ("row 3", "not_anime"),
+        ("row 4", "not_anime"),
+        ("row 5", "not_an_object"),
+        (str(lenient), "invalid_episodes"),
+        (str(lenient), "invalid_rewatches"),
+        (str(lenient), "text_truncated"),
+        (str(lenient), "invalid_date"),
+    }
+    forgiven = await entry_row(live, account, lenient)
+    assert (forgiven["episodes"], forgiven["rewatches"], len(forgiven["text"])) == (0, 0, 4096)
+    assert "\x00" not in forgiven["text"] and forgiven["started_on"] is None
     first = await entry_row(live, account, nested)
     assert (first["episodes"], first["score"]) == (24, 8)
     second = await entry_row(live, account, flat)
@@ -1484,6 +1504,22 @@ async def test_add_only_keeps_my_entries_and_overwrite_replaces_them(client, liv
     replaced = await entry_row(live, account, kept)
     assert (replaced["score"], replaced["episodes"], replaced["status"]) == (9, 4, "watching")
     assert (await entry_row(live, account, same))["rev"] == rev
+
+
+async def test_overwriting_from_a_file_without_dates_keeps_mine(client, live):
+    """L8 overwrite: Shikimori's rates carry no dates, so an imported row keeps the dates the
+    entry has; the file's values replace everything else."""
+    account = await make_account(live)
+    anime_id = await make_anime(live, episodes=12)
+    await seed(live, account, anime_id, status="completed")
+    rates = [{"target_id": anime_id, "target_type": "Anime", "status": "completed", "score": 7}]
+    job = await run_import(
+        client, account, json.dumps(rates).encode(), "shikimori_json", mode="overwrite"
+    )
+    assert job["updated"] == 1
+    row = await entry_row(live, account, anime_id)
+    assert row["score"] == 7 and row["completed_on"] == datetime.now(UTC).date()
+    assert row["started_on"] == datetime.now(UTC).date()
 
 
 async def test_gzipped_files_are_accepted(client, live):

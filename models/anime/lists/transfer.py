@@ -15,6 +15,7 @@ decompression and in entries.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import re
@@ -596,6 +597,12 @@ async def _apply_batch(
             anime_id = found["id"]
             current = existing.get(anime_id)
             before = state_of(current) if current else None
+            if before is not None:  # a file without dates (Shikimori's) keeps ours
+                state = dataclasses.replace(
+                    state,
+                    started_on=state.started_on or before.started_on,
+                    completed_on=state.completed_on or before.completed_on,
+                )
             if current is not None and (mode == "add_only" or before == state):
                 skipped += 1
                 continue
