@@ -3,9 +3,11 @@
 Every route is `auth="none"`: an Authorization header, even an invalid one, is never read
 (R1). Responses come from the catalog's server-side cache as pre-encoded bytes with their
 ETag; a matching If-None-Match gets an empty 304 (R2).
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here, on purpose: the request path reads the query
+structs' fields on every request (`server.schemas.decode_query`), and string annotations
+would be re-evaluated each time — several times the cost of the cached read itself.
+"""
 
 from typing import Annotated, Literal
 
