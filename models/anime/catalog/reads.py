@@ -84,20 +84,20 @@ SEARCH_COLUMNS = (
 )
 
 
-def _zero() -> sa.ColumnElement[Any]:
-    return sa.literal_column("0")
-
-
-def relevance(q: str | None) -> sa.ColumnElement[Any]:
-    """R3 tiers: 0 a title equals q, 1 a title starts with q, 2 the rest."""
+def relevance(q: str | None) -> list[sa.ColumnElement[Any]]:
+    """R3: tier (0 a title equals q, 1 a title starts with q, 2 the rest), then members
+    desc, then id. A query without letters or digits puts every title in tier 2. (Never a
+    bare integer in ORDER BY: SQL reads that as a column position.)"""
+    tail = [anime.c.members.desc(), anime.c.id]
     if not q:
-        return sa.literal_column("2")
+        return tail
     escaped = like_escape(q)
-    return sa.case(
+    tier = sa.case(
         (anime.c.search_text.like(f"%|{escaped}|%", escape="\\"), sa.literal_column("0")),
         (anime.c.search_text.like(f"%|{escaped}%", escape="\\"), sa.literal_column("1")),
         else_=sa.literal_column("2"),
     )
+    return [tier, *tail]
 
 
 def order_by(order: str, q: str | None) -> list[sa.ColumnElement[Any]]:
@@ -111,7 +111,7 @@ def order_by(order: str, q: str | None) -> list[sa.ColumnElement[Any]]:
     if order == "episodes":
         return [anime.c.episodes.desc(), anime.c.id]
     if order == "relevance":
-        return [relevance(q), anime.c.members.desc(), anime.c.id]
+        return relevance(q)
     return [anime.c.score_x100.desc(), anime.c.id]  # ranked: unrated (0) sort last
 
 
@@ -150,7 +150,7 @@ async def search(db: Database, q: str, tokens: Sequence[str], limit: int) -> lis
     )
     for token in tokens:
         query = query.where(anime.c.search_text.like(f"%{like_escape(token)}%", escape="\\"))
-    query = query.order_by(relevance(q), anime.c.members.desc(), anime.c.id).limit(limit)
+    query = query.order_by(*relevance(q)).limit(limit)
     return [search_item_of(row) for row in await db.fetch_all(query)]
 
 
