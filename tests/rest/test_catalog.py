@@ -978,3 +978,46 @@ def _negated_date(text: str | None) -> tuple[int, ...]:
 
 def demo_ids() -> set[int]:
     return {record["id"] for record in importer.demo_records()}
+
+
+async def test_the_catalog_keeps_answering_while_redis_is_down(request, tmp_path):
+    """A Redis outage costs the cache, not the catalog: reads fall back to the database
+    (server.cache reads through while Redis is unreachable), with the same bytes."""
+    import os
+
+    import httpx
+
+    from tests.conftest import base_settings, start_live_server, stop_live_server
+    from tests.support.proxy import FlakyProxy
+
+    if request.config._anilay_scaleout_missing:
+        pytest.skip(request.config._anilay_scaleout_missing)
+    from server.migrate import upgrade_async
+
+    spare_db = int(os.environ.get("ANILAY_TEST_REDIS_SPARE_DB", "14"))
+    proxy = await FlakyProxy("127.0.0.1", 6379).start()
+    settings = base_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}",
+        redis_url=proxy.url(spare_db),
+        redis_timeout_s=0.5,
+    )
+    await upgrade_async(settings.database_url)
+    live = await start_live_server(settings)
+    try:
+        await importer.load_demo_catalog(live.services.db, cache=live.services.cache)
+        async with httpx.AsyncClient(base_url=live.url + "/api/v1", timeout=10) as http:
+            before = await http.get(f"/anime/{AOT}")
+            assert before.status_code == 200
+            proxy.cut()
+            for path in [f"/anime/{AOT}", "/anime?kind=movie", "/anime/search?q=kyojin"]:
+                response = await http.get(path)
+                assert response.status_code == 200, (path, response.text)
+            during = await http.get(f"/anime/{AOT}")
+            assert during.content == before.content
+            assert during.headers["etag"] == before.headers["etag"]
+            proxy.restore()
+            assert (await http.get(f"/anime/{AOT}")).content == before.content
+    finally:
+        proxy.restore()
+        await stop_live_server(live)
+        await proxy.close()
