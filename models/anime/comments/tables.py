@@ -28,7 +28,7 @@ VOTE_RATE = "60/minute"
 REPORT_RATE = "20/hour"
 
 Sort = Literal["best", "top", "new", "controversial"]
-States = ("visible", "deleted", "removed")
+STATES = ("visible", "deleted", "removed")
 ReportReason = Literal["spam", "harassment", "spoiler", "hate", "off_topic", "other"]
 TOP_LEVEL = sa.text("parent_id IS NULL")
 

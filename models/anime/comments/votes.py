@@ -181,9 +181,9 @@ async def do_report(
     db = services.db
     row = await access_for_action(services, identity, comment_id)
     _check_target(identity, row, "report")
-    note = (
-        clean_text(text, "text", maximum=REPORT_TEXT_MAX, multiline=True) or None if text else None
-    )
+    note = None
+    if text is not None:
+        note = clean_text(text, "text", maximum=REPORT_TEXT_MAX, multiline=True) or None
     await services.limiter.check(REPORT_RATE, "comment-report", str(identity.user_id))
     async with db.transaction():
         claimed = await _claim(services, comment_id)
