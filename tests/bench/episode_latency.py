@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -275,6 +276,7 @@ async def main(samples: int, rounds: int, engines: list[str]) -> int:
             key_encryption_key_file=os.path.join(scratch, "kek"),
         )
         results.append(await run_engine("SQLite + in-process log", settings, samples, rounds))
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"episode increment latency: {samples} samples per operation, {rounds} rounds")
     print("x = ratio to the bare conditional UPDATE on the same engine and pool")
     for result in results:
