@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from datetime import date
 from typing import Any
 
+from models.anime.catalog.text import normalize_title
 from models.anime.lists.tables import EPISODES_MAX, REWATCHES_MAX
 from server.errors import validation_error
 
@@ -189,26 +189,7 @@ def source_key(metric: str, anime_id: int, cycle: int) -> str:
 # --- R3's title search, for L1's `q` ---------------------------------------------------------
 
 
-def _is_word_character(char: str) -> bool:
-    # Letters and digits; combining marks stay with the letter they modify (as the catalog's
-    # normalisation does, so both sides of the LIKE agree).
-    return char.isalnum() or unicodedata.category(char)[0] == "M"
-
-
 def normalize_search(text: str) -> str:
-    """anime.md R3: NFKC, case-fold, Cyrillic yo → ye, each run of non-letter, non-digit
-    characters one space. `anime.search_text` is stored this way, so a token is a plain
-    substring test."""
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    folded = folded.replace("\u0451", "\u0435")
-    out: list[str] = []
-    pending_space = False
-    for char in folded:
-        if _is_word_character(char):
-            if pending_space and out:
-                out.append(" ")
-            pending_space = False
-            out.append(char)
-        else:
-            pending_space = True
-    return "".join(out)
+    """anime.md R3's normalisation, the catalog's own: `anime.search_text` is built with it,
+    so each token of a normalised query is a plain substring test."""
+    return normalize_title(text)

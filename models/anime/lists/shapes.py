@@ -9,36 +9,12 @@ from typing import Any, Literal
 import msgspec
 import sqlalchemy as sa
 
+from models.anime.catalog.shapes import AnimeCompact
+from models.anime.catalog.shapes import compact_of as catalog_compact_of
 from models.anime.catalog_tables import anime
 from server.events import event_type, rfc3339
 
 Status = Literal["planned", "watching", "rewatching", "completed", "on_hold", "dropped"]
-
-
-class AnimeImage(msgspec.Struct):
-    original: str | None
-    preview: str | None
-    x96: str | None
-    x48: str | None
-
-
-class AnimeCompact(msgspec.Struct):
-    """anime.md §1's AnimeCompact, with Shikimori's field names; `score` has 2 decimals."""
-
-    id: int
-    name: str
-    russian: str | None
-    english: str | None
-    image: AnimeImage
-    kind: str | None
-    score: float
-    status: str | None
-    episodes: int
-    episodes_aired: int
-    aired_on: str | None
-    released_on: str | None
-    season: str | None
-    rating: str | None
 
 
 class ListEntry(msgspec.Struct, kw_only=True):
@@ -187,30 +163,8 @@ def day_text(value: date | None) -> str | None:
 
 
 def compact_of(row: dict[str, Any], prefix: str = ANIME_PREFIX) -> AnimeCompact:
-    def get(name: str) -> Any:
-        return row[prefix + name]
-
-    return AnimeCompact(
-        id=get("id"),
-        name=get("name"),
-        russian=get("russian"),
-        english=get("english"),
-        image=AnimeImage(
-            original=get("image_original"),
-            preview=get("image_preview"),
-            x96=get("image_x96"),
-            x48=get("image_x48"),
-        ),
-        kind=get("kind"),
-        score=round(get("score_x100") / 100, 2),
-        status=get("status"),
-        episodes=get("episodes"),
-        episodes_aired=get("episodes_aired"),
-        aired_on=day_text(get("aired_on")),
-        released_on=day_text(get("released_on")),
-        season=get("season"),
-        rating=get("rating"),
-    )
+    """The catalog's AnimeCompact from a row holding its columns under `prefix`."""
+    return catalog_compact_of({name: row[prefix + name] for name in COMPACT_COLUMNS})
 
 
 def entry_of(row: dict[str, Any], anime_row: dict[str, Any], *, owner: bool) -> ListEntry:
