@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 import socketio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +27,7 @@ import models  # noqa: F401  (registers every table before anything queries)
 import rest
 from gateway.presence import sweep as presence_sweep
 from gateway.server import ENGINEIO_PATHS, create_socket_server
+from models.anime import lists as anime_lists
 from models.auth.identity import make_resolver
 from rest.auth import jwks_response
 from rest.docs import document as openapi_document
@@ -49,7 +51,12 @@ from server.workers import lease_worker_id, start_background, start_loop
 log = logging.getLogger("anilay.app")
 
 API_PREFIX = "/api/v1"
-PRESENCE_SWEEP_S = 1.0
+# (name, period in seconds, step(services)) for the worker role; server/workers.py runs the
+# platform's own loops.
+DOMAIN_SWEEPERS = (
+    ("presence_expiry", 1.0, presence_sweep),
+    ("anime_list_sweep", anime_lists.SWEEP_EVERY_S, anime_lists.sweep_anime_lists),
+)
 
 
 def build_services(settings: Settings) -> Services:
@@ -140,14 +147,10 @@ def create_app(
             except Exception as error:  # e.g. an unmigrated database: serve, report not ready
                 log.error("signing keys unavailable: %s", error)
             background.extend(start_background(services))
-            if settings.runs_worker:  # presence expiry: one sweeper for every gateway
-                background.append(
-                    start_loop(
-                        services,
-                        "presence_expiry",
-                        PRESENCE_SWEEP_S,
-                        lambda: presence_sweep(services),
-                    )
+            if settings.runs_worker:  # domain sweepers: one process runs them for all
+                background.extend(
+                    start_loop(services, name, every_s, partial(step, services))
+                    for name, every_s, step in DOMAIN_SWEEPERS
                 )
             if settings.runs_gateway:
                 background.append(
