@@ -98,6 +98,18 @@ def placement() -> str:
     return f"server on CPU {min(SERVER_CPUS)}, load process on CPU {load}, Redis unpinned; {busy}"
 
 
+def rss_kb(pid: int) -> int:
+    """A process's resident set size in KiB (VmRSS from /proc/<pid>/status; 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (from /proc; 0.0 where there is none).
 
@@ -136,10 +148,11 @@ def run_loop(coroutine) -> Any:
 # --- servers ---------------------------------------------------------------------------
 
 
-def our_settings(scratch: str):
+def our_settings(scratch: str, role: str = "all"):
     from server.settings import Settings
 
     return Settings(
+        role=role,  # type: ignore[arg-type]
         database_url=f"sqlite+aiosqlite:///{scratch}/anilay.db",
         redis_url=REDIS_URL,
         access_log=False,
@@ -168,12 +181,13 @@ def uvicorn_run(app, port: int) -> None:
     )
 
 
-def serve_ours(port: int, scratch: str) -> None:
-    """Our whole product in this process. With ANILAY_BENCH_PROFILE=path, under cProfile
-    (stats written to that path when the server stops)."""
+def serve_ours(port: int, scratch: str, role: str = "all") -> None:
+    """Our whole product in this process (`role` as ANILAY_ROLE: "all", or "gateway" for a
+    scale-out gateway process). With ANILAY_BENCH_PROFILE=path, under cProfile (stats
+    written to that path when the server stops)."""
     from server.app import create_app
 
-    app = create_app(our_settings(scratch))
+    app = create_app(our_settings(scratch, role))
     profile_path = os.environ.get("ANILAY_BENCH_PROFILE")
     if not profile_path:
         uvicorn_run(app, port)
@@ -192,16 +206,19 @@ def serve_ours(port: int, scratch: str) -> None:
         profiler.dump_stats(profile_path)
 
 
-def start_server(script: str, kind: str, scratch: str, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`script _serve kind port scratch` in a subprocess, pinned to the server CPU."""
+def start_server(
+    script: str, kind: str, scratch: str, *extra: str, pin: bool = True, stderr: Any = None
+) -> tuple[subprocess.Popen, int]:
+    """`script _serve kind port scratch` in a subprocess, pinned to the server CPU unless
+    `pin` is false; `stderr` as for Popen (default: this process's)."""
     port = free_port()
     command = [sys.executable, script, "_serve", kind, str(port), scratch, *extra]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    process = subprocess.Popen(command, cwd=scratch, env=env)
-    if PINNED:
+    process = subprocess.Popen(command, cwd=scratch, env=env, stderr=stderr)
+    if PINNED and pin:
         os.sched_setaffinity(process.pid, SERVER_CPUS)
     return process, port
 
@@ -241,6 +258,7 @@ class Account:
     session_id: int
     token: str = ""
     spare_sessions: list[int] = dataclasses.field(default_factory=list)
+    spare_tokens: list[str] = dataclasses.field(default_factory=list)  # when asked for
 
     def auth(self, **extra: Any) -> dict[str, Any]:
         return {"token": self.token, **extra}
@@ -260,11 +278,15 @@ async def reset_redis() -> None:
         await client.aclose()
 
 
-async def prepare_ours(scratch: str, users: int, spare_sessions: int = 0) -> list[Account]:
+async def prepare_ours(
+    scratch: str, users: int, spare_sessions: int = 0, spare_tokens: bool = False
+) -> list[Account]:
     """Migrate the scratch database; make `users` accounts with a session and a token each.
 
     `spare_sessions` more sessions per user are opened first (for a user to revoke over
-    REST); at most 49, so the 50-session limit never revokes one by itself.
+    REST); at most 49, so the 50-session limit never revokes one by itself. With
+    `spare_tokens`, each spare session gets an access token too (`Account.spare_tokens`,
+    in `spare_sessions` order): one user with several devices, a socket each.
     """
     from datetime import UTC, datetime
 
@@ -319,6 +341,11 @@ async def prepare_ours(scratch: str, users: int, spare_sessions: int = 0) -> lis
                 accounts.append(Account(user_id, row["id"], spare_sessions=spare))
         for account in accounts:
             account.token = services.keys.issue(account.user_id, account.session_id, "user")
+            if spare_tokens:
+                account.spare_tokens = [
+                    services.keys.issue(account.user_id, session_id, "user")
+                    for session_id in account.spare_sessions
+                ]
         return accounts
     finally:
         await services.db.disconnect()
@@ -569,13 +596,15 @@ async def open_client(
     *,
     ready: str | None = None,
     timeout: float = 10,
+    client_class: type[EioClient] = EioClient,
     **options: Any,
 ) -> EioClient:
-    """Connect; with `auth`, also join namespace "/"; with `ready`, wait for that event."""
+    """Connect; with `auth`, also join namespace "/"; with `ready`, wait for that event.
+    `client_class` may be a subclass of EioClient (e.g. one that also sends)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, client = await loop.create_connection(
-            lambda: EioClient(port, auth, **options), HOST, port
+            lambda: client_class(port, auth, **options), HOST, port
         )
         try:
             await asyncio.shield(client.opened)
