@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import os
@@ -108,6 +109,25 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def server_log_summary(path: str | Path, top: int = 4) -> list[str]:
+    """What a server wrote to its stderr file: its distinct messages, most frequent first
+    (traceback frames and chained-exception banners are left out, their last line kept)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    skip = ("Traceback", "The above exception", "During handling", "  ", "^", "~")
+    counted = collections.Counter(
+        line[:160] for line in lines if line.strip() and not line.startswith(skip)
+    )
+    if not counted:
+        return []
+    tracebacks = sum(line.startswith("Traceback") for line in lines)
+    summary = [f"{len(lines)} lines on stderr, {tracebacks} tracebacks; most frequent:"]
+    summary += [f"  {count} × {line}" for line, count in counted.most_common(top)]
+    return summary
 
 
 def cpu_seconds(pid: int) -> float:

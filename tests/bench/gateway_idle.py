@@ -262,25 +262,6 @@ def start_logged(kind: str, scratch: str, extra: tuple, log_path: Path):
         return bench.start_server(SCRIPT, kind, scratch, *extra, pin=False, stderr=stderr)
 
 
-def server_log_summary(path: Path, top: int = 4) -> list[str]:
-    """What the server wrote to stderr: its distinct messages, most frequent first
-    (traceback frames and chained-exception banners are left out, their last line kept)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    skip = ("Traceback", "The above exception", "During handling", "  ", "^", "~")
-    counted = collections.Counter(
-        line[:160] for line in lines if line.strip() and not line.startswith(skip)
-    )
-    if not counted:
-        return []
-    tracebacks = sum(line.startswith("Traceback") for line in lines)
-    summary = [f"{len(lines)} lines on stderr, {tracebacks} tracebacks; most frequent:"]
-    summary += [f"  {count} × {line}" for line, count in counted.most_common(top)]
-    return summary
-
-
 def percentiles_ms(values: list[float]) -> str:
     if not values:
         return "none"
@@ -421,7 +402,7 @@ def report(result: dict) -> None:
     )
     for message in result["refusals"]:
         print(f"  refused: {message[:200]!r}")
-    for line in server_log_summary(result["log"]):
+    for line in bench.server_log_summary(result["log"]):
         print(f"{kind} server log: {line}")
 
 
