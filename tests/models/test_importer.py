@@ -277,14 +277,14 @@ async def test_a_malformed_record_is_reported_and_skipped(live, bad, reason):
 
 async def test_a_failing_batch_is_retried_record_by_record(live, monkeypatch):
     """R6: a database error on one record costs only that record, never the batch."""
-    original = importer._apply
+    original = importer.writes._apply
 
     async def fail_on_666(db, plan):
         if any(row["id"] == 666 for row in plan.inserts):
             raise RuntimeError("simulated constraint failure")
         await original(db, plan)
 
-    monkeypatch.setattr(importer, "_apply", fail_on_666)
+    monkeypatch.setattr(importer.writes, "_apply", fail_on_666)
     report = await run(live, record(401), record(666), record(402))
     assert report.created == 2 and report.malformed == 1
     assert report.problems[0].ref == "r1" and "simulated" in report.problems[0].reason
