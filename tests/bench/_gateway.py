@@ -111,7 +111,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def server_log_summary(path: str | Path, top: int = 4) -> list[str]:
+def server_log_summary(path: str | Path, top: int = 6) -> list[str]:
     """What a server wrote to its stderr file: its distinct messages, most frequent first
     (traceback frames and chained-exception banners are left out, their last line kept)."""
     try:
