@@ -7,6 +7,7 @@ and the socket is closed), 20 anime topics.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,12 +25,16 @@ if TYPE_CHECKING:
     from gateway.connections import Connection
     from gateway.server import Gateway
 
+log = logging.getLogger("anilay.gateway")
+
 MAX_EVENT_BYTES = 16 * 1024
 EVENTS_PER_WINDOW = 120
 WINDOW_S = 60.0
 STRIKES_BEFORE_DISCONNECT = 3
 HEARTBEAT_COUNTED_EVERY_S = 5.0
 TYPING_THROTTLE_S = 3.0
+# The resume record's TTL is the resume window; refreshing it once a minute is plenty.
+SESSION_REFRESH_S = 60.0
 
 # Domains plug in checks for typing targets and handlers for events they own (chat: `read`,
 # `ack_envelopes`). A typing check returns the topic to notify, or raises ApiError.
@@ -62,6 +67,7 @@ class Limits:
         self.events: deque[float] = deque()
         self.strikes: deque[float] = deque()
         self.last_counted_heartbeat = 0.0
+        self.session_saved_at = time.monotonic()  # saved at connect
 
     def allow(self, now: float) -> bool:
         while self.events and self.events[0] <= now - WINDOW_S:
@@ -110,6 +116,9 @@ def register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> Non
                 return failure.to_ack()
             except msgspec.ValidationError as failure:
                 return error("validation_failed", str(failure))
+            except Exception as failure:  # a dependency failed: always ack, never hang
+                log.warning("%s failed: %s", name, failure)
+                return error("unavailable", "Try again shortly")
 
         return run
 
@@ -124,7 +133,9 @@ def register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> Non
         await presence.beat(
             gateway.services, connection.user_id, connection.session_id, beat.status, activity
         )
-        await gateway.sessions.save(gateway.session_record(connection))
+        if now - budget.session_saved_at >= SESSION_REFRESH_S:  # keep it resumable
+            budget.session_saved_at = now
+            await gateway.sessions.save(gateway.session_record(connection))
         return ok(counted=True)
 
     async def typing(connection: Connection, data: Any, budget: Limits) -> dict:

@@ -85,6 +85,15 @@ async def beat(
             expires_at=now + ENTRY_TTL_S,
         ),
     )
+    # The steady case — the same status and activity again — cannot change what friends
+    # see (other sessions' expiry is the sweeper's business): skip the aggregate.
+    if (
+        previous is not None
+        and previous.status == status
+        and _comparable(previous.activity) == _comparable(activity)
+        and previous.expires_at > now
+    ):
+        return
     await publish_if_changed(services, user_id)
 
 
