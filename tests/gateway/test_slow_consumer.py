@@ -18,12 +18,15 @@ async def stalled_polling_socket(live, token: str) -> str:
         opened = await http.get("/api/v1/ws/", params={"EIO": "4", "transport": "polling"})
         handshake = json.loads(opened.text[1:])
         sid = handshake["sid"]
-        joined = await http.post("/api/v1/ws/", params={"EIO": "4", "transport": "polling",
-                                                         "sid": sid},
-                                 content="40" + json.dumps({"token": token}))
+        joined = await http.post(
+            "/api/v1/ws/",
+            params={"EIO": "4", "transport": "polling", "sid": sid},
+            content="40" + json.dumps({"token": token}),
+        )
         assert joined.status_code == 200
-        first = await http.get("/api/v1/ws/", params={"EIO": "4", "transport": "polling",
-                                                       "sid": sid})
+        first = await http.get(
+            "/api/v1/ws/", params={"EIO": "4", "transport": "polling", "sid": sid}
+        )
         assert "40" in first.text
     return sid
 

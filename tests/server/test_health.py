@@ -55,8 +55,13 @@ async def test_details_describe_every_part_and_leak_no_secret(client, live):
     assert checks["signing_keys"]["active_kid"] == live.services.keys.active_kid
     assert checks["push"]["status"] in ("ok", "unhealthy")
     text = response.text
-    secrets = [live.settings.database_url, live.settings.key_encryption_key, "127.0.0.1",
-               "postgres@", "redis://"]
+    secrets = [
+        live.settings.database_url,
+        live.settings.key_encryption_key,
+        "127.0.0.1",
+        "postgres@",
+        "redis://",
+    ]
     if live.settings.redis_url:
         secrets.append(live.settings.redis_url)
     for secret in secrets:
