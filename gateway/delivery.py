@@ -21,7 +21,6 @@ from socketio import packet as sio_packet
 from gateway.bots import bot_payload, uncovered_intents
 from gateway.connections import MAX_PENDING, Connection, Registry
 from server.events import LoggedEvent
-from server.log import parse_log_id
 from server.realtime import GATEWAY_DISCONNECT, INTERNAL_EVENTS, SUBSCRIPTIONS_CHANGED
 from server.redis_client import REDIS_DOWN_ERRORS
 from server.services import Services
@@ -237,7 +236,3 @@ def _drop_queue(socket) -> None:
     waiting = getattr(socket.queue, "_queue", None)
     if waiting is not None:
         waiting.clear()
-
-
-def position_key(position: str) -> tuple[int, int]:
-    return parse_log_id(position) or (0, 0)
