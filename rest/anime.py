@@ -29,7 +29,7 @@ from models.anime.catalog.shapes import (
     VideoList,
 )
 from server.errors import ApiError, Code
-from server.http import Call, JsonBody, endpoint
+from server.http import Call, JsonBody, conditional, endpoint
 from server.schemas import Schema
 
 # R2: Cache-Control per route group.
@@ -126,24 +126,13 @@ def _anime_id(call: Call) -> int:
     return int(raw)
 
 
-def _not_modified(if_none_match: str, etag: str) -> bool:
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
-
-
 def _respond(
     call: Call, entry: catalog.Cached, cache_control: str, missing: Code = Code.anime_not_found
 ) -> Response:
     if entry.missing:
         raise ApiError(missing)
-    headers = {"ETag": entry.etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding"}
-    if_none_match = call.request.headers.get("if-none-match")
-    if if_none_match and _not_modified(if_none_match, entry.etag):
-        return Response(status_code=304, headers=headers)
-    return JsonBody(entry.body, 200, headers)
+    headers = {"Cache-Control": cache_control, "Vary": "Accept-Encoding"}
+    return conditional(call.request, entry.body, entry.etag, headers)
 
 
 # Literal paths first: /anime/search must not be read as /anime/{anime_id}.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
+from starlette.requests import Request
 from starlette.responses import Response
 
 from models.auth import accounts
@@ -16,8 +17,9 @@ from models.auth.sessions import (
 )
 from models.auth.shapes import AccountUser, TokenPair, token_pair
 from server.errors import ApiError, Code, FieldError
-from server.http import Call, endpoint
+from server.http import Call, conditional, endpoint, strong_etag
 from server.schemas import Schema
+from server.services import Services
 
 Client = Literal["web", "ios", "android", "other"]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -428,19 +430,12 @@ async def change_email(call: Call[ChangeEmailBody, None]) -> Accepted:
 )
 async def jwks(call: Call) -> Response:
     """The public keys that verify access tokens (also at the site root)."""
-    return jwks_response(call.services, call.request.headers.get("if-none-match"))
+    return jwks_response(call.services, call.request)
 
 
-def jwks_response(services, if_none_match: str | None) -> Response:
-    import hashlib
-    import json
-
-    body = json.dumps(services.keys.jwks(), separators=(",", ":")).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+def jwks_response(services: Services, request: Request) -> Response:
+    body = msgspec.json.encode(services.keys.jwks())
+    return conditional(request, body, strong_etag(body), {"Cache-Control": "public, max-age=300"})
 
 
 routes = [

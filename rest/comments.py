@@ -7,7 +7,6 @@ never a bot's. Moderation powers never come with a bot key.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -17,10 +16,9 @@ from starlette.responses import Response
 from models.anime import comments
 from models.anime.comments.tables import ReportReason, Sort
 from models.anime.common import CURSOR_MAX, Origin
-from rest.docs import etag_matches
 from server.auth import ANY_SCOPE
 from server.errors import ApiError, Code, validation_error
-from server.http import Call, endpoint
+from server.http import Call, conditional, endpoint, strong_etag
 from server.ids import parse_snowflake
 from server.schemas import Schema
 
@@ -88,11 +86,7 @@ async def list_anime_comments(call: Call[None, ThreadQuery]) -> Response:
         cursor=call.query.cursor,
     )
     body = _encoder.encode(page)
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag_matches(call.request, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return conditional(call.request, body, strong_etag(body), {"Cache-Control": "no-cache"})
 
 
 class CommentPost(Schema):

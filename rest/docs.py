@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -12,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import ApiError, Code
-from server.http import Call, Endpoint, endpoint
+from server.http import Call, Endpoint, conditional, endpoint, strong_etag
 from server.openapi import build_document
 from server.settings import Settings
 
@@ -36,7 +35,7 @@ class Blob(NamedTuple):
 
 
 def _blob(body: bytes, media_type: str) -> Blob:
-    return Blob(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', media_type)
+    return Blob(body, strong_etag(body), media_type)
 
 
 # Read once: served from memory, and a request's `name` is only ever a key of this dict, never a
@@ -73,22 +72,9 @@ def document(app: Starlette) -> Blob:
     return blob
 
 
-def etag_matches(request: Request, etag: str) -> bool:
-    """`If-None-Match` (RFC 9110 §13.1.2): `*` or any listed tag, compared weakly."""
-    header = ",".join(request.headers.getlist("if-none-match"))
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
-
-
 def _serve(request: Request, blob: Blob, extra: dict[str, str] | None = None) -> Response:
-    headers = {"ETag": blob.etag, "Cache-Control": CACHE_CONTROL, **_SECURITY_HEADERS}
-    headers.update(extra or {})
-    if etag_matches(request, blob.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(blob.body, media_type=blob.media_type, headers=headers)
+    headers = {"Cache-Control": CACHE_CONTROL, **_SECURITY_HEADERS, **(extra or {})}
+    return conditional(request, blob.body, blob.etag, headers, blob.media_type)
 
 
 @endpoint(

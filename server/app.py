@@ -21,8 +21,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import models  # noqa: F401  (registers every table before anything queries)
 import rest
@@ -44,6 +44,7 @@ from server.passwords import Passwords
 from server.presence import InProcessPresence, RedisPresence
 from server.ratelimit import RateLimiter
 from server.redis_client import connect_redis
+from server.routing import ApiRouter, RouteTable
 from server.services import Services
 from server.settings import Settings
 from server.tokens import KeyRing, load_key_encryption_key
@@ -52,6 +53,7 @@ from server.workers import lease_worker_id, start_background, start_loop
 log = logging.getLogger("anilay.app")
 
 API_PREFIX = "/api/v1"
+API_PREFIX_SLASH = API_PREFIX + "/"
 # (name, period in seconds, step(services)) for the worker role; server/workers.py runs the
 # platform's own loops.
 DOMAIN_SWEEPERS = (
@@ -94,12 +96,19 @@ def build_services(settings: Settings) -> Services:
 
 
 class Application:
-    """The ASGI entry point: Engine.IO paths go to Socket.IO, everything else to Starlette."""
+    """The ASGI entry point: Engine.IO paths go to Socket.IO, HTTP under /api/v1 to the API
+    router, everything else (lifespan, /metrics, the root JWKS, 404s) to Starlette."""
 
     def __init__(
-        self, http: Starlette, sio: socketio.AsyncServer | None, services: Services
+        self,
+        http: Starlette,
+        api: ASGIApp,
+        sio: socketio.AsyncServer | None,
+        services: Services,
     ) -> None:
         self.http = http
+        self.api = api
+        self.routes: RouteTable | None = None  # what `api` serves, for introspection
         self.sio = sio
         self.services = services
         self._engineio = (
@@ -111,9 +120,13 @@ class Application:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]
-            for prefix, engineio_app in self._engineio.items():
-                if path == prefix or path.startswith(prefix + "/"):
-                    await engineio_app(scope, receive, send)
+            if path.startswith(API_PREFIX_SLASH):
+                for prefix, engineio_app in self._engineio.items():
+                    if path == prefix or path.startswith(prefix + "/"):
+                        await engineio_app(scope, receive, send)
+                        return
+                if scope["type"] == "http":
+                    await self.api(scope, receive, send)
                     return
         await self.http(scope, receive, send)
 
@@ -179,7 +192,7 @@ def create_app(
             await services.db.disconnect()
 
     async def jwks_at_root(request: Request) -> Response:
-        return jwks_response(services, request.headers.get("if-none-match"))
+        return jwks_response(services, request)
 
     async def metrics_endpoint(request: Request) -> Response:
         metrics.events_published.set(services.bus.published)
@@ -188,7 +201,6 @@ def create_app(
 
     http = Starlette(
         routes=[
-            Mount(API_PREFIX, routes=api_routes(served)),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_at_root, methods=["GET"]),
         ],
@@ -204,60 +216,50 @@ def create_app(
     http.state.endpoints = served
     http.state.metrics = metrics
     http.state.sio = sio
-    return Application(http, sio if settings.runs_gateway else None, services)
-
-
-def api_routes(endpoints: list[Endpoint]) -> list[Mount | Route]:
-    """Routes grouped under one Mount per first path segment (`/auth`, `/users`, ...).
-
-    Starlette tries routes in order with a regex each; with hundreds of endpoints a flat
-    list makes the last ones pay for every miss. One Mount per segment keeps a request to
-    a few dozen prefix checks plus its own group's routes.
-    """
-    groups: dict[str, list[Endpoint]] = {}
-    for endpoint in endpoints:
-        segment = endpoint.path.split("/", 2)[1]
-        if "{" in segment:
-            raise ValueError(f"a path must start with a literal segment: {endpoint.path}")
-        groups.setdefault(segment, []).append(endpoint)
-    routes: list[Mount | Route] = []
-    for segment, members in groups.items():
-        prefix = "/" + segment
-        exact = [e.route() for e in members if e.path == prefix]
-        nested = [e.route(prefix) for e in members if e.path != prefix]
-        routes.extend(exact)
-        if nested:
-            routes.append(Mount(prefix, routes=nested))
-    return routes
+    router = ApiRouter(
+        served,
+        prefix=API_PREFIX,
+        services=services,
+        metrics=metrics,
+        app=http,
+        log_requests=settings.access_log,
+    )
+    api: ASGIApp = router
+    if settings.cors_origins:  # no origins configured: skip the layer and its per-request cost
+        api = CORSMiddleware(router, **_cors_options(settings))
+    application = Application(http, api, sio if settings.runs_gateway else None, services)
+    application.routes = router.table
+    return application
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     stack = [Middleware(RequestMiddleware, metrics=metrics, log_requests=settings.access_log)]
-    if settings.cors_origins:  # no origins configured: skip the layer and its per-request cost
-        stack.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=[
-                    "Authorization",
-                    "Content-Type",
-                    "Idempotency-Key",
-                    "If-None-Match",
-                    "X-Request-Id",
-                ],
-                expose_headers=[
-                    "ETag",
-                    "Retry-After",
-                    "X-Request-Id",
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
-                ],
-                max_age=600,
-            )
-        )
+    if settings.cors_origins:
+        stack.append(Middleware(CORSMiddleware, **_cors_options(settings)))
     return stack
+
+
+def _cors_options(settings: Settings) -> dict:
+    return {
+        "allow_origins": list(settings.cors_origins),
+        "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+        "allow_headers": [
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-None-Match",
+            "X-Request-Id",
+        ],
+        "expose_headers": [
+            "ETag",
+            "Retry-After",
+            "X-Request-Id",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
+        "max_age": 600,
+    }
 
 
 async def _api_error(request: Request, error: Exception) -> Response:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Literal
 
 import msgspec
@@ -45,13 +47,19 @@ async def _check_redis(services: Services) -> CheckResult:
     return "ok"
 
 
-async def _timed(check, services: Services) -> CheckResult:
+async def _timed(check: Callable[[], Awaitable[object]]) -> tuple[CheckResult, float | None]:
+    """Run one dependency check under the probe's timeout: its status (what the check
+    returned when that is a status, else "ok") and how long it took in ms. Any failure is a
+    status: a probe never 500s."""
+    started = time.perf_counter()
     try:
-        return await asyncio.wait_for(check(services), CHECK_TIMEOUT_S)
+        result = await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
     except TimeoutError:
-        return "timeout"
-    except Exception:  # any failure of a dependency is "fail"; the probe itself never 500s
-        return "fail"
+        return "timeout", None
+    except Exception:
+        return "fail", None
+    status: CheckResult = result if isinstance(result, str) else "ok"  # type: ignore[assignment]
+    return status, round((time.perf_counter() - started) * 1000, 2)
 
 
 async def check_readiness(services: Services) -> Readiness:
@@ -59,8 +67,8 @@ async def check_readiness(services: Services) -> Readiness:
     now = time.monotonic()
     if cached and now - cached[0] < CACHE_S:
         return cached[1]
-    database, redis = await asyncio.gather(
-        _timed(_check_database, services), _timed(_check_redis, services)
+    (database, _), (redis, _) = await asyncio.gather(
+        _timed(partial(_check_database, services)), _timed(partial(_check_redis, services))
     )
     checks = {"database": database, "redis": redis}
     redis_ok = redis in ("ok", "skipped")
@@ -82,17 +90,6 @@ DETAILS_CACHE_S = 5.0
 _details_cache: dict[int, tuple[float, dict]] = {}
 
 
-async def _timed_ms(check) -> tuple[str, float | None]:
-    started = time.perf_counter()
-    try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
-    except TimeoutError:
-        return "timeout", None
-    except Exception:  # reported as a failed check; the endpoint itself never fails
-        return "fail", None
-    return "ok", round((time.perf_counter() - started) * 1000, 2)
-
-
 async def details(services: Services, extra_checks: dict[str, dict]) -> dict:
     """The staff view (platform.md H3): never a secret, DSN, host name or address."""
     cached = _details_cache.get(id(services))
@@ -100,11 +97,11 @@ async def details(services: Services, extra_checks: dict[str, dict]) -> dict:
     if cached and now - cached[0] < DETAILS_CACHE_S:
         return cached[1]
     settings = services.settings
-    db_status, db_ms = await _timed_ms(services.db.ping)
+    db_status, db_ms = await _timed(services.db.ping)
     revisions = await current_revisions(services.db) if db_status == "ok" else frozenset()
     redis_check = None
     if services.redis is not None:
-        redis_status, redis_ms = await _timed_ms(services.redis.ping)
+        redis_status, redis_ms = await _timed(services.redis.ping)
         redis_check = {"status": redis_status, "latency_ms": redis_ms}
     try:
         stream_length = await services.log.length()

@@ -12,14 +12,13 @@ or a Starlette `Response`. It raises `ApiError` for anything else.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from server.auth import Identity, authorize, read_credentials
 from server.errors import PROBLEM_JSON, ApiError, Code, FieldError
@@ -65,24 +64,13 @@ class Endpoint:
     def operation_id(self) -> str:
         return self.handler.__name__
 
-    def route(self, prefix: str = "") -> Route:
-        """A Starlette route; `prefix` is the part of the path a surrounding Mount matched."""
-        assert self.path.startswith(prefix)
-        return Route(
-            self.path[len(prefix) :] or "/",
-            _EndpointApp(self),
-            methods=[self.method],
-            name=self.operation_id,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one request. A domain error is rendered here, without a trip through
-        Starlette's exception layers; anything unexpected propagates (500 upstream)."""
-        request = Request(scope, receive)
+    async def respond(self, request: Request, services: Services) -> Response:
+        """Serve one request. A domain error becomes its problem response here; anything
+        unexpected propagates to the router (a 500 problem)."""
         tightest: list = []
         token = current_limit.set(tightest)
         try:
-            response = await self._serve(request)
+            response = await self._serve(request, services)
         except ApiError as error:
             response = problem_response(error)
         finally:
@@ -91,10 +79,9 @@ class Endpoint:
             for name, value in tightest[0].headers().items():
                 if name.lower() not in response.headers:
                     response.headers[name] = value
-        await response(scope, receive, send)
+        return response
 
-    async def _serve(self, request: Request) -> Response:
-        services: Services = request.app.state.services
+    async def _serve(self, request: Request, services: Services) -> Response:
         call = Call(request=request, services=services, endpoint=self)
         if self.auth != "none":
             call.identity = await self._identify(request, services)
@@ -206,19 +193,6 @@ class Call(Generic[BodyT, QueryT]):
         return self.request.headers.get("user-agent", "")[:256]
 
 
-class _EndpointApp:
-    """Wraps an Endpoint so Starlette treats it as a plain ASGI app (no request_response
-    wrapper, no per-route exception layer)."""
-
-    __slots__ = ("endpoint",)
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.endpoint(scope, receive, send)
-
-
 class JsonBody(Response):
     """A JSON response with its headers built directly (Starlette's generic header setup is
     a measurable share of a small request)."""
@@ -298,6 +272,38 @@ def endpoint(
         return declared
 
     return wrap
+
+
+def strong_etag(body: bytes) -> str:
+    """A strong ETag for a representation: a digest of its bytes."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def etag_matches(request: Request, etag: str) -> bool:
+    """`If-None-Match` (RFC 9110 §13.1.2): `*` or any listed tag, compared weakly."""
+    header = ",".join(request.headers.getlist("if-none-match"))
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def conditional(
+    request: Request,
+    body: bytes,
+    etag: str,
+    headers: dict[str, str],
+    media_type: str = "application/json",
+) -> Response:
+    """The body, or a 304 when the client already holds this version; both carry the ETag
+    and `headers` (Cache-Control and the like)."""
+    headers = {"ETag": etag, **headers}
+    if etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    if media_type == "application/json":
+        return JsonBody(body, 200, headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def problem_response(error: ApiError) -> Response:

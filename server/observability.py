@@ -7,7 +7,6 @@ so ids do not explode the label set) and writes one JSON access-log line.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("anilay.access")
 QUIET_PATHS = frozenset({"/api/v1/health/live", "/metrics"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -78,26 +78,40 @@ class Metrics:
             registry=self.registry,
         )
         self.sockets = Gauge("anilay_gateway_sockets", "Connected sockets", registry=self.registry)
+        # prometheus_client's labels() costs more than the observation itself: keep children.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, template: str, status: int, elapsed: float) -> None:
+        """Count one request and time it, under its route template (never the raw path)."""
+        if method not in HTTP_METHODS:  # a client-chosen label would grow without bound
+            method = "OTHER"
+        counter = self._counters.get((method, template, status))
+        if counter is None:
+            counter = self._counters[(method, template, status)] = self.requests.labels(
+                method, template, str(status)
+            )
+        timer = self._timers.get((method, template))
+        if timer is None:
+            timer = self._timers[(method, template)] = self.latency.labels(method, template)
+        counter.inc()
+        timer.observe(elapsed)
 
 
 class RequestMiddleware:
+    """Request id, metrics and access log for the routes outside the API (the API's own
+    router does the same inline, see server/routing.py)."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool = True) -> None:
         self.app = app
         self.metrics = metrics
         self.log_requests = log_requests
-        # Request ids: a random per-process prefix and a counter — unique, and far cheaper
-        # than a uuid4 per request on the hottest path we have.
-        self._id_prefix = uuid.uuid4().hex[:16]
-        self._ids = itertools.count(1)
-        # prometheus_client's labels() costs more than the observation itself: keep children.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or f"{self._id_prefix}{next(self._ids):016x}"
+        request_id = incoming_request_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -106,14 +120,8 @@ class RequestMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers")
-                if isinstance(headers, list):
-                    headers.append((b"x-request-id", request_id.encode()))
-                else:
-                    message = {
-                        **message,
-                        "headers": [*(headers or ()), (b"x-request-id", request_id.encode())],
-                    }
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -121,40 +129,33 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = (
-                scope.get("root_path", "") + route.path if isinstance(route, Route) else "unmatched"
-            )
-            method = scope["method"]
-            counter = self._counters.get((method, template, status))
-            if counter is None:
-                counter = self._counters[(method, template, status)] = self.metrics.requests.labels(
-                    method, template, str(status)
-                )
-            timer = self._timers.get((method, template))
-            if timer is None:
-                timer = self._timers[(method, template)] = self.metrics.latency.labels(
-                    method, template
-                )
-            counter.inc()
-            timer.observe(elapsed)
-            if self.log_requests and scope["path"] not in QUIET_PATHS:
-                access_log.info(
-                    "request",
-                    extra={
-                        "fields": {
-                            "request_id": request_id,
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "route": template,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 2),
-                            "client": (scope.get("client") or ("", 0))[0],
-                        }
-                    },
-                )
+            template = route.path if isinstance(route, Route) else "unmatched"
+            self.metrics.observe(scope["method"], template, status, elapsed)
+            if self.log_requests:
+                log_access(scope, request_id, template, status, elapsed)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def log_access(scope: Scope, request_id: str, template: str, status: int, elapsed: float) -> None:
+    """One JSON access-log line (probes and scrapes are left out: they would drown it)."""
+    if scope["path"] in QUIET_PATHS:
+        return
+    access_log.info(
+        "request",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": (scope.get("client") or ("", 0))[0],
+            }
+        },
+    )
+
+
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text = value.decode("latin-1")
