@@ -11,6 +11,11 @@ import uvicorn
 
 from server.settings import ROLES, Settings, SettingsError
 
+# uvicorn's websocket implementation. wsproto keeps an idle socket in ~4 KB less than the
+# `websockets` ones (no per-connection keepalive task; Engine.IO pings on its own), and the
+# legacy `websockets` one is deprecated. tests/bench/gateway_idle.py measures it.
+WEBSOCKETS = "wsproto"
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
@@ -30,6 +35,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        ws=WEBSOCKETS,
         # The app reads X-Forwarded-For itself, trusting only ANILAY_TRUSTED_PROXIES (R19).
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.gateway_drain_s) + 5,

@@ -30,6 +30,7 @@ import uvicorn
 import models  # noqa: F401
 from server.app import Application, create_app
 from server.cache import InProcessCache
+from server.cli import WEBSOCKETS
 from server.db import metadata
 from server.events import LoggedEvent
 from server.migrate import upgrade_async
@@ -182,6 +183,7 @@ async def start_live_server(settings: Settings, app: Application | None = None) 
         port=0,
         log_config=None,
         access_log=False,
+        ws=WEBSOCKETS,
         lifespan="on",
         timeout_graceful_shutdown=2,
     )

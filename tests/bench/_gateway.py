@@ -187,6 +187,8 @@ def uvicorn_run(app, port: int) -> None:
     """The one uvicorn configuration every benchmarked server uses."""
     import uvicorn
 
+    from server.cli import WEBSOCKETS
+
     uvicorn.run(
         app,
         host=HOST,
@@ -194,7 +196,7 @@ def uvicorn_run(app, port: int) -> None:
         workers=1,
         loop="auto",
         http="auto",
-        ws="auto",
+        ws=os.environ.get("ANILAY_BENCH_WS", WEBSOCKETS),
         lifespan="on",
         access_log=False,
         log_level="warning",

@@ -1,9 +1,9 @@
 """Fan-out throughput of one gateway process to 1,000 sockets, against bare python-socketio.
 
 Two servers run in subprocesses under the same uvicorn settings (one worker, no access log,
-uvloop / httptools / websockets when installed), pinned to the first CPU; the benchmark
-process (the publisher and 1,000 lean clients per server, `_gateway.EioClient`) is pinned
-to the second. Redis (db 3) is shared and unpinned.
+uvloop / httptools / the product's websocket implementation), pinned to the first CPU; the
+benchmark process (the publisher and 1,000 lean clients per server, `_gateway.EioClient`)
+is pinned to the second. Redis (db 3) is shared and unpinned.
 
 - ours: `create_app` — the whole product in one process (REST, worker loops, gateway) on a
   scratch SQLite database with Redis db 3 as event log, cache and Socket.IO manager. 1,000

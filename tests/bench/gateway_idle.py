@@ -1,10 +1,11 @@
 """Idle sockets: memory per socket and idle CPU of one gateway process holding 5,000 of them.
 
 Two servers, one after the other, each in a subprocess under the same uvicorn settings
-(`_gateway.uvicorn_run`: one worker, uvloop / httptools / websockets), not pinned: on a
-machine other work shares, a pinned server competes with whatever else runs on its CPU
-and cannot move, and neither CPU time nor RSS depends on where it runs. The benchmark
-process (5,000 lean clients, `_gateway.EioClient`) is pinned to the second CPU.
+(`_gateway.uvicorn_run`: one worker, uvloop / httptools / the product's websocket
+implementation, `server.cli.WEBSOCKETS`), not pinned: on a machine other work shares, a
+pinned server competes with whatever else runs on its CPU and cannot move, and neither
+CPU time nor RSS depends on where it runs. The benchmark process (5,000 lean clients,
+`_gateway.EioClient`) is pinned to the second CPU.
 
 - bare: a python-socketio AsyncServer with no application logic (default in-memory
   manager, no auth, no rooms): the same ping interval/timeout and buffer size as ours,
@@ -15,8 +16,8 @@ process (5,000 lean clients, `_gateway.EioClient`) is pinned to the second CPU.
   sessions each (one auth session and access token per socket, made directly in the
   scratch database; 50 is the per-user session limit); each waits for READY.
 
-Every client answers Engine.IO pings (and the websocket pings of uvicorn's websockets
-implementation) and sends the application `heartbeat` event `{"status": "online"}` with
+Every client answers Engine.IO pings (and websocket pings, which uvicorn's `websockets`
+implementations send) and sends the application `heartbeat` event `{"status": "online"}` with
 an ack id every 15 s (READY's heartbeat_interval_ms), ±10% jitter. Acks are counted (and
 timed), not decoded beyond `"ok":true`.
 
@@ -46,6 +47,9 @@ is over, or a socket failed to connect, was dropped, or a heartbeat was refused 
 answered.
 
     python tests/bench/gateway_idle.py [--sockets 5000] [--users 250] [--window 20]
+
+ANILAY_BENCH_WS=websockets|websockets-sansio|wsproto runs both servers on another of
+uvicorn's websocket implementations (to compare them).
 """
 
 from __future__ import annotations
