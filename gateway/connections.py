@@ -1,4 +1,4 @@
-"""The sockets this process serves, indexed by topic, user and auth session.
+"""The sockets this process serves, indexed by topic and by user.
 
 A connection starts *pending*: events for it are buffered while READY (or the replay of a
 resume) is sent, then flushed, and only then does it go *live*. Each connection remembers
@@ -53,7 +53,6 @@ class Registry:
         self.by_sid: dict[str, Connection] = {}
         self.by_topic: defaultdict[str, set[str]] = defaultdict(set)
         self.by_user: defaultdict[int, set[str]] = defaultdict(set)
-        self.by_auth_session: defaultdict[int, set[str]] = defaultdict(set)
 
     def __len__(self) -> int:
         return len(self.by_sid)
@@ -61,8 +60,6 @@ class Registry:
     def add(self, connection: Connection) -> None:
         self.by_sid[connection.sid] = connection
         self.by_user[connection.user_id].add(connection.sid)
-        if connection.auth_session_id is not None:
-            self.by_auth_session[connection.auth_session_id].add(connection.sid)
         for topic in connection.topics:
             self.by_topic[topic].add(connection.sid)
 
@@ -71,8 +68,6 @@ class Registry:
         if connection is None:
             return None
         _discard(self.by_user, connection.user_id, sid)
-        if connection.auth_session_id is not None:
-            _discard(self.by_auth_session, connection.auth_session_id, sid)
         for topic in connection.topics:
             _discard(self.by_topic, topic, sid)
         return connection
@@ -99,11 +94,6 @@ class Registry:
 
     def of_user(self, user_id: int) -> list[Connection]:
         return [self.by_sid[s] for s in self.by_user.get(user_id, ()) if s in self.by_sid]
-
-    def of_auth_session(self, session_id: int) -> list[Connection]:
-        return [
-            self.by_sid[s] for s in self.by_auth_session.get(session_id, ()) if s in self.by_sid
-        ]
 
 
 def _discard(index: defaultdict, key, sid: str) -> None:

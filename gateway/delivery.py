@@ -86,7 +86,7 @@ class Dispatcher:
         if recipients:
             await self.deliver(event, recipients)
         if event.type == "SESSION_REVOKED":
-            await self._close_auth_session(event)
+            await self._close_auth_session(event, recipients)
         elif event.type in ("API_KEY_REVOKED", "API_KEY_UPDATE"):
             await self._recheck_bots(event)
 
@@ -188,10 +188,13 @@ class Dispatcher:
                 connection.sid, namespace=connection.namespace, ignore_queue=True
             )
 
-    async def _close_auth_session(self, event: LoggedEvent) -> None:
+    async def _close_auth_session(self, event: LoggedEvent, told: list[Connection]) -> None:
+        """Close the sockets of the revoked session: they are among those the event went
+        to (its `user:{id}` topic), so no index by auth session is kept per socket."""
         session_id = int(event.data["session_id"])
-        for connection in self.registry.of_auth_session(session_id):
-            await self.close(connection, "session_revoked", "This session has ended")
+        for connection in told:
+            if connection.auth_session_id == session_id:
+                await self.close(connection, "session_revoked", "This session has ended")
 
     async def _recheck_bots(self, event: LoggedEvent) -> None:
         """auth.md R25, R26: a revoked key's bot sockets close; narrowed scopes close the

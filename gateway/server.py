@@ -329,6 +329,10 @@ def create_socket_server(services: Services) -> socketio.AsyncServer:
 
 def _register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> None:
     async def on_connect(sid: str, environ: dict, auth: Any = None) -> None:
+        # Engine.IO keeps the handshake's environ for the socket's whole life, and its ASGI
+        # driver puts a class made per request in it (`wsgi.input`, ~2 KB a socket). The
+        # handshake's body was read before this runs; nothing reads it again.
+        environ.pop("wsgi.input", None)
         try:
             await gateway.connect(sid, environ, auth, namespace)
         except AuthRefused:
