@@ -9,6 +9,7 @@ two concurrent writers queue for the write lock instead of deadlocking on a lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import typing
 
 import aiosqlite
@@ -24,36 +25,68 @@ POOL_SIZE = 4
 
 
 class PooledSQLitePool(base.SQLitePool):
+    """At most POOL_SIZE open connections, reused last-in first-out.
+
+    A connection that cannot go back cleanly (its rollback failed or was cancelled, or it
+    failed while opening) is closed, and its slot is freed at once: a cancelled task must
+    not shrink the pool for good, nor leave a connection thread running past shutdown.
+    """
+
     def __init__(self, url, **options: typing.Any) -> None:
         super().__init__(url, **options)
-        self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
-        self._open = 0
+        self._slots = asyncio.Semaphore(POOL_SIZE)
+        self._idle: list[aiosqlite.Connection] = []
+        self._open: set[aiosqlite.Connection] = set()
 
     async def acquire(self) -> aiosqlite.Connection:
-        if self._idle.empty() and self._open < POOL_SIZE:
-            self._open += 1
-            try:
-                connection = aiosqlite.connect(
-                    database=self._database, isolation_level=None, **self._options
-                )
-                await connection.__aenter__()
-                for pragma in PRAGMAS:
-                    await connection.execute(pragma)
-            except BaseException:
-                self._open -= 1
-                raise
-            return connection
-        return await self._idle.get()
+        await self._slots.acquire()
+        try:
+            return self._idle.pop() if self._idle else await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _connect(self) -> aiosqlite.Connection:
+        connection = aiosqlite.connect(
+            database=self._database, isolation_level=None, **self._options
+        )
+        self._open.add(connection)
+        try:
+            await connection.__aenter__()
+            for pragma in PRAGMAS:
+                await connection.execute(pragma)
+        except BaseException:
+            await self._discard(connection)
+            raise
+        return connection
 
     async def release(self, connection: aiosqlite.Connection) -> None:
-        if connection.in_transaction:  # a cancelled task left one open: never reuse it
-            await connection.rollback()
-        self._idle.put_nowait(connection)
+        try:
+            if connection.in_transaction:  # a cancelled task left one open: roll it back
+                await connection.rollback()
+        except BaseException:
+            await self._discard(connection)
+            raise
+        else:
+            self._idle.append(connection)
+        finally:
+            self._slots.release()
+
+    async def _discard(self, connection: aiosqlite.Connection) -> None:
+        self._open.discard(connection)
+        await _close(connection)
 
     async def close(self) -> None:
-        while not self._idle.empty():
-            await self._idle.get_nowait().close()
-            self._open -= 1
+        """Close every connection, the ones still lent out included (shutdown)."""
+        connections, self._open, self._idle = list(self._open), set(), []
+        for connection in connections:
+            await _close(connection)
+
+
+async def _close(connection: aiosqlite.Connection) -> None:
+    """Close a connection even if the caller is being cancelled (the close goes on)."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(connection.close())
 
 
 class PooledSQLiteTransaction(base.SQLiteTransaction):
