@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _http import uvicorn_run  # noqa: E402  (re-exported: one uvicorn setup for all)
+
 from server.events import event_type, make_event  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -180,26 +182,6 @@ def our_settings(scratch: str, role: str = "all"):
         key_encryption_key=BENCH_KEK,
         key_encryption_key_file=f"{scratch}/kek",
         data_dir=f"{scratch}/data",
-    )
-
-
-def uvicorn_run(app, port: int) -> None:
-    """The one uvicorn configuration every benchmarked server uses."""
-    import uvicorn
-
-    from server.cli import WEBSOCKETS
-
-    uvicorn.run(
-        app,
-        host=HOST,
-        port=port,
-        workers=1,
-        loop="auto",
-        http="auto",
-        ws=os.environ.get("ANILAY_BENCH_WS", WEBSOCKETS),
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
     )
 
 

@@ -27,27 +27,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.util
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import _http as bench
+
+SCRIPT = str(Path(__file__).resolve())
 DETAIL = "/api/v1/anime/16498"
 BROWSE = "/api/v1/anime?kind=tv&order=popularity"
 BARE = "/bare/ok"
 TARGETS = {"detail": 0.6, "browse": 0.3}
-STARTUP_TIMEOUT_S = 30.0
-CPUS = sorted(os.sched_getaffinity(0))
-PINNED = len(CPUS) >= 2
-SERVER_CPUS, LOAD_CPUS = set(CPUS[:1]), set(CPUS[1:])
 
 
 # --- the servers (run in subprocesses: `catalog.py _serve bare|ours PORT DB_URL`) ---
@@ -78,138 +71,16 @@ def bare_app(documents_file: str):
     )
 
 
-def our_app(database_url: str):
-    from server.app import create_app
-    from server.settings import Settings
-
-    key_file = os.path.join(os.path.dirname(database_url.split("///", 1)[1]), "kek")
-    return create_app(
-        Settings(
-            database_url=database_url,
-            access_log=False,
-            log_level="warning",
-            key_encryption_key_file=key_file,
-        )
-    )
-
-
 def serve(kind: str, port: int, argument: str) -> None:
-    import uvicorn
-
-    app = bare_app(argument) if kind == "bare" else our_app(argument)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        workers=1,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-    )
+    app = bare_app(argument) if kind == "bare" else bench.our_app(argument)
+    bench.uvicorn_run(app, port)
 
 
-# --- the load generator ---
-
-
-class Tally:
-    def __init__(self) -> None:
-        self.ok = 0
-        self.failed = 0
-
-
-async def _connection(
-    port: int, path: str, deadline: float, counting: asyncio.Event, tally: Tally
-) -> None:
-    """One keep-alive connection sending GETs back to back until the deadline."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
-            good = head.startswith(b"HTTP/1.1 200") and len(body) > 10
-            if counting.is_set():
-                if good:
-                    tally.ok += 1
-                else:
-                    tally.failed += 1
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
-async def drive(
-    port: int, path: str, connections: int, warmup_s: float, seconds: float
-) -> tuple[float, int]:
-    """Requests per second over `seconds`, after `warmup_s` of the same load; and failures."""
-    tally = Tally()
-    counting = asyncio.Event()
-    deadline = time.perf_counter() + warmup_s + seconds
-    tasks = [
-        asyncio.create_task(_connection(port, path, deadline, counting, tally))
-        for _ in range(connections)
-    ]
-    await asyncio.sleep(warmup_s)
-    counting.set()
-    measured_from = time.perf_counter()
-    await asyncio.gather(*tasks)
-    return tally.ok / (time.perf_counter() - measured_from), tally.failed
+def _served(head: bytes, body: bytes) -> bool:
+    return head.startswith(b"HTTP/1.1 200") and len(body) > 10
 
 
 # --- orchestration ---
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def _get(port: int, path: str) -> tuple[bytes, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head, body
-
-
-async def _wait_until_up(port: int, path: str, process: subprocess.Popen) -> bytes:
-    deadline = time.perf_counter() + STARTUP_TIMEOUT_S
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
-        try:
-            head, body = await _get(port, path)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        if head.startswith(b"HTTP/1.1 200"):
-            return body
-        raise RuntimeError(f"server on port {port} answered {head[:80]!r}")
-    raise RuntimeError(f"server on port {port} did not start in {STARTUP_TIMEOUT_S:.0f} s")
-
-
-def _start(kind: str, argument: str, scratch: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "_serve", kind, str(port), argument]
-    process = subprocess.Popen(command, cwd=scratch)
-    if PINNED:
-        os.sched_setaffinity(process.pid, SERVER_CPUS)
-    return process, port
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 async def _prepare(database_url: str) -> None:
@@ -230,21 +101,8 @@ async def _prepare(database_url: str) -> None:
 
 
 async def main(rounds: int, seconds: float, warmup_s: float, connections: int) -> int:
-    import uvicorn
-
     print("Catalog: cached CT3 and CT1 on Anilay vs a bare Starlette JSON route")
-    print(
-        f"uvicorn {uvicorn.__version__}, loop {'uvloop' if _installed('uvloop') else 'asyncio'}, "
-        f"http {'httptools' if _installed('httptools') else 'h11'}, 1 worker each; "
-        f"{connections} keep-alive connections, {rounds} rounds of {seconds:g} s "
-        f"(+{warmup_s:g} s warm-up); "
-        + (
-            f"servers on CPU {min(SERVER_CPUS)}, load generator on CPU "
-            + ",".join(map(str, sorted(LOAD_CPUS)))
-            if PINNED
-            else "one CPU shared by server and load generator"
-        )
-    )
+    print(bench.settings_line(connections, rounds, seconds, warmup_s))
     runs = {
         "bare": ("bare", BARE),
         "bare-same-detail": ("bare", "/bare/detail"),
@@ -257,39 +115,33 @@ async def main(rounds: int, seconds: float, warmup_s: float, connections: int) -
     with tempfile.TemporaryDirectory(prefix="anilay-bench-") as scratch:
         database_url = f"sqlite+aiosqlite:///{scratch}/anilay.db"
         await _prepare(database_url)
-        ours = _start("ours", database_url, scratch)
+        ours = bench.start(SCRIPT, "ours", scratch, database_url)
         servers = {"ours": ours}
         try:
             documents = {
-                "detail": json.loads(await _wait_until_up(ours[1], DETAIL, ours[0])),
-                "browse": json.loads(await _wait_until_up(ours[1], BROWSE, ours[0])),
+                "detail": json.loads(await bench.wait_until_up(ours[1], DETAIL, ours[0])),
+                "browse": json.loads(await bench.wait_until_up(ours[1], BROWSE, ours[0])),
             }
             documents_file = os.path.join(scratch, "documents.json")
             await asyncio.to_thread(
                 Path(documents_file).write_text, json.dumps(documents), encoding="utf-8"
             )
-            servers["bare"] = _start("bare", documents_file, scratch)
-            await _wait_until_up(servers["bare"][1], BARE, servers["bare"][0])
-            if PINNED:
-                os.sched_setaffinity(0, LOAD_CPUS)
+            servers["bare"] = bench.start(SCRIPT, "bare", scratch, documents_file)
+            await bench.wait_until_up(servers["bare"][1], BARE, servers["bare"][0])
+            if bench.PINNED:
+                os.sched_setaffinity(0, bench.LOAD_CPUS)
             for round_number in range(1, rounds + 1):
                 line = []
                 for name, (server, path) in runs.items():
-                    rate, failed = await drive(
-                        servers[server][1], path, connections, warmup_s, seconds
+                    rate, failed = await bench.drive(
+                        servers[server][1], path, _served, connections, warmup_s, seconds
                     )
                     results[name].append(rate)
                     failures += failed
                     line.append(f"{name} {rate:6.0f}")
                 print(f"round {round_number}: " + ", ".join(line) + " req/s", flush=True)
         finally:
-            for process, _ in servers.values():
-                process.terminate()
-            for process, _ in servers.values():
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            bench.stop([process for process, _ in servers.values()])
     medians = {name: statistics.median(rates) for name, rates in results.items()}
     print("medians: " + ", ".join(f"{name} {rate:.0f} req/s" for name, rate in medians.items()))
     verdict_ok = True
@@ -307,17 +159,7 @@ async def main(rounds: int, seconds: float, warmup_s: float, connections: int) -
     return 0 if verdict_ok and not failures else 1
 
 
-def _run_load_generator(args: argparse.Namespace) -> int:
-    coroutine = main(args.rounds, args.seconds, args.warmup, args.connections)
-    if _installed("uvloop"):
-        import uvloop
-
-        return uvloop.run(coroutine)
-    return asyncio.run(coroutine)
-
-
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         raise SystemExit(0)
@@ -326,4 +168,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=1.5, help="measured time per run")
     parser.add_argument("--warmup", type=float, default=0.3, help="unmeasured load first")
     parser.add_argument("--connections", type=int, default=32)
-    raise SystemExit(_run_load_generator(parser.parse_args()))
+    args = parser.parse_args()
+    raise SystemExit(bench.run(main(args.rounds, args.seconds, args.warmup, args.connections)))
