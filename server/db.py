@@ -55,6 +55,9 @@ class _Engine(databases.Database):
         **databases.Database.SUPPORTED_BACKENDS,
         "sqlite+aiosqlite": "server.sqlite_backend:PooledSQLiteBackend",
         "sqlite": "server.sqlite_backend:PooledSQLiteBackend",
+        "postgresql": "server.postgres_backend:CachingPostgresBackend",
+        "postgresql+asyncpg": "server.postgres_backend:CachingPostgresBackend",
+        "postgres": "server.postgres_backend:CachingPostgresBackend",
     }
 
 

@@ -14,6 +14,9 @@ import typing
 
 import aiosqlite
 from databases.backends import sqlite as base
+from sqlalchemy.sql.ddl import DDLElement
+
+from server.sql_compile import bind_args, compile_cached
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -102,6 +105,35 @@ class PooledSQLiteTransaction(base.SQLiteTransaction):
 class PooledSQLiteConnection(base.SQLiteConnection):
     def transaction(self) -> PooledSQLiteTransaction:
         return PooledSQLiteTransaction(self)
+
+    def _compile(self, query: typing.Any) -> tuple:
+        """As `databases` compiles, with each statement shape compiled once (sql_compile)."""
+        found = (
+            None if isinstance(query, DDLElement) else compile_cached(query, self._dialect, _qmark)
+        )
+        if found is None:
+            return super()._compile(query)
+        shape, params = found
+        compiled = shape.compiled
+        context = self._dialect.execution_ctx_cls()
+        context.dialect = self._dialect
+        context.result_column_struct = (
+            compiled._result_columns,
+            compiled._ordered_columns,
+            compiled._textual_ordered_columns,
+            compiled._ad_hoc_textual,
+            compiled._loose_column_name_matching,
+        )
+        return (
+            shape.sql,
+            bind_args(shape, params),
+            compiled._result_columns,
+            base.CompilationContext(context),
+        )
+
+
+def _qmark(compiled: typing.Any) -> tuple[str, tuple[str, ...]]:
+    return compiled.string, tuple(compiled.positiontup or ())
 
 
 class PooledSQLiteBackend(base.SQLiteBackend):
