@@ -69,21 +69,9 @@ class Studio(msgspec.Struct):
     image: str | None
 
 
-class AnimeDetail(msgspec.Struct):
-    id: int
-    name: str
-    russian: str | None
-    english: str | None
-    image: AnimeImage
-    kind: Kind | None
-    score: float
-    status: Status | None
-    episodes: int
-    episodes_aired: int
-    aired_on: date | None
-    released_on: date | None
-    season: str | None
-    rating: Rating | None
+class AnimeDetail(AnimeCompact):
+    """A title's page: the compact fields first, then the rest."""
+
     japanese: str | None
     synonyms: list[str]
     duration: int
@@ -214,41 +202,32 @@ def image_of(row: dict[str, Any]) -> AnimeImage:
     )
 
 
+def _compact_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "russian": row["russian"],
+        "english": row["english"],
+        "image": image_of(row),
+        "kind": row["kind"],
+        "score": score_of(row["score_x100"]),
+        "status": row["status"],
+        "episodes": row["episodes"],
+        "episodes_aired": row["episodes_aired"],
+        "aired_on": row["aired_on"],
+        "released_on": row["released_on"],
+        "season": row["season"],
+        "rating": row["rating"],
+    }
+
+
 def compact_of(row: dict[str, Any]) -> AnimeCompact:
-    return AnimeCompact(
-        id=row["id"],
-        name=row["name"],
-        russian=row["russian"],
-        english=row["english"],
-        image=image_of(row),
-        kind=row["kind"],
-        score=score_of(row["score_x100"]),
-        status=row["status"],
-        episodes=row["episodes"],
-        episodes_aired=row["episodes_aired"],
-        aired_on=row["aired_on"],
-        released_on=row["released_on"],
-        season=row["season"],
-        rating=row["rating"],
-    )
+    return AnimeCompact(**_compact_fields(row))
 
 
 def detail_of(row: dict[str, Any], genres: list[Genre], studios: list[Studio]) -> AnimeDetail:
     return AnimeDetail(
-        id=row["id"],
-        name=row["name"],
-        russian=row["russian"],
-        english=row["english"],
-        image=image_of(row),
-        kind=row["kind"],
-        score=score_of(row["score_x100"]),
-        status=row["status"],
-        episodes=row["episodes"],
-        episodes_aired=row["episodes_aired"],
-        aired_on=row["aired_on"],
-        released_on=row["released_on"],
-        season=row["season"],
-        rating=row["rating"],
+        **_compact_fields(row),
         japanese=row["japanese"],
         synonyms=list(row["synonyms"] or []),
         duration=row["duration"],
