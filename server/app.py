@@ -103,12 +103,13 @@ class Application:
         self,
         http: Starlette,
         api: ASGIApp,
+        routes: RouteTable,
         sio: socketio.AsyncServer | None,
         services: Services,
     ) -> None:
         self.http = http
         self.api = api
-        self.routes: RouteTable | None = None  # what `api` serves, for introspection
+        self.routes = routes  # what `api` serves, for introspection
         self.sio = sio
         self.services = services
         self._engineio = (
@@ -227,9 +228,7 @@ def create_app(
     api: ASGIApp = router
     if settings.cors_origins:  # no origins configured: skip the layer and its per-request cost
         api = CORSMiddleware(router, **_cors_options(settings))
-    application = Application(http, api, sio if settings.runs_gateway else None, services)
-    application.routes = router.table
-    return application
+    return Application(http, api, router.table, sio if settings.runs_gateway else None, services)
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:

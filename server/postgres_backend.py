@@ -6,18 +6,13 @@ from __future__ import annotations
 import typing
 
 from databases.backends import postgres as base
-from sqlalchemy.sql.ddl import DDLElement
 
 from server.sql_compile import bind_args, compile_cached
 
 
 class CachingPostgresConnection(base.PostgresConnection):
     def _compile(self, query: typing.Any) -> tuple:
-        found = (
-            None
-            if isinstance(query, DDLElement)
-            else compile_cached(query, self._dialect, _numbered)
-        )
+        found = compile_cached(query, self._dialect, _numbered)
         if found is None:
             return super()._compile(query)
         shape, params = found

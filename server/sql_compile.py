@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy.sql.ddl import DDLElement
 from sqlalchemy.sql.elements import ClauseElement
 
 MAX_ENTRIES = 4096  # distinct statement shapes; the whole cache is dropped beyond it
@@ -41,6 +42,8 @@ def compile_cached(
     """The cached shape of `query` and its bind values; None when it cannot be cached
     (the caller compiles it the usual way). `build(compiled)` makes a new entry's
     (sql, names) for the driver."""
+    if isinstance(query, DDLElement):
+        return None
     key = query._generate_cache_key()
     if key is None or any(p.expanding or p.literal_execute for p in key.bindparams):
         return None
