@@ -14,13 +14,12 @@ import typing
 
 import aiosqlite
 from databases.backends import sqlite as base
-from sqlalchemy.sql.ddl import DDLElement
 
 from server.sql_compile import bind_args, compile_cached
 
 PRAGMAS = (
+    "PRAGMA busy_timeout=10000",  # first: the others may have to wait for a lock
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
 )
@@ -40,6 +39,9 @@ class PooledSQLitePool(base.SQLitePool):
         self._slots = asyncio.Semaphore(POOL_SIZE)
         self._idle: list[aiosqlite.Connection] = []
         self._open: set[aiosqlite.Connection] = set()
+        # Connections open one at a time: on a new file, two connections switching it to
+        # WAL at once make one fail with "database is locked" (no busy wait for that).
+        self._opening = asyncio.Lock()
 
     async def acquire(self) -> aiosqlite.Connection:
         await self._slots.acquire()
@@ -55,9 +57,10 @@ class PooledSQLitePool(base.SQLitePool):
         )
         self._open.add(connection)
         try:
-            await connection.__aenter__()
-            for pragma in PRAGMAS:
-                await connection.execute(pragma)
+            async with self._opening:
+                await connection.__aenter__()
+                for pragma in PRAGMAS:
+                    await connection.execute(pragma)
         except BaseException:
             await self._discard(connection)
             raise
@@ -108,9 +111,7 @@ class PooledSQLiteConnection(base.SQLiteConnection):
 
     def _compile(self, query: typing.Any) -> tuple:
         """As `databases` compiles, with each statement shape compiled once (sql_compile)."""
-        found = (
-            None if isinstance(query, DDLElement) else compile_cached(query, self._dialect, _qmark)
-        )
+        found = compile_cached(query, self._dialect, _qmark)
         if found is None:
             return super()._compile(query)
         shape, params = found
