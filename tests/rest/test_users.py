@@ -30,7 +30,16 @@ from models.users import get_user, username_reservations, users
 from models.users.search import prefix_upper_bound
 from server.auth import Identity
 from server.events import validate_payload
-from tests.factories import PASSWORD, Account, ban, login, register, set_user, unique_name
+from tests.factories import (
+    PASSWORD,
+    Account,
+    ban,
+    inside_one_window,
+    login,
+    register,
+    set_user,
+    unique_name,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -521,6 +530,7 @@ async def test_search_query_bounds(client, live):
 
 async def test_search_is_rate_limited_per_ip_and_per_user(client, live):
     """U3: 10/min per IP when anonymous, 30/min per user."""
+    await inside_one_window(60)
     anonymous = [
         (await client.get("/users/search", params={"q": "ab"})).status_code for _ in range(11)
     ]
@@ -866,6 +876,7 @@ async def test_one_user_changing_username_twice_at_once_changes_it_once(client, 
 
 async def test_profile_edits_are_limited_to_30_an_hour(client, live):
     account = await make_account(live)
+    await inside_one_window(3600)
     codes = [
         (
             await client.patch("/users/me", json={"bio": f"v{i}"}, headers=account.headers)
