@@ -55,9 +55,10 @@ log = logging.getLogger("anilay.app")
 API_PREFIX = "/api/v1"
 API_PREFIX_SLASH = API_PREFIX + "/"
 # (name, period in seconds, step(services)) for the worker role; server/workers.py runs the
-# platform's own loops.
-DOMAIN_SWEEPERS = (
-    ("presence_expiry", 1.0, presence_sweep),
+# platform's own loops. Presence lapses are the gateway's liveness and always run; the rest
+# are clock-driven sweeps, run while settings.timed_sweeps.
+DOMAIN_SWEEPERS = (("presence_expiry", 1.0, presence_sweep),)
+TIMED_DOMAIN_SWEEPERS = (
     ("anime_list_sweep", anime_lists.SWEEP_EVERY_S, anime_lists.sweep_anime_lists),
 )
 
@@ -163,9 +164,12 @@ def create_app(
                 log.error("signing keys unavailable: %s", error)
             background.extend(start_background(services))
             if settings.runs_worker:  # domain sweepers: one process runs them for all
+                sweepers = DOMAIN_SWEEPERS
+                if settings.timed_sweeps:
+                    sweepers += TIMED_DOMAIN_SWEEPERS
                 background.extend(
                     start_loop(services, name, every_s, partial(step, services))
-                    for name, every_s, step in DOMAIN_SWEEPERS
+                    for name, every_s, step in sweepers
                 )
             if settings.runs_gateway:
                 background.append(

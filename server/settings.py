@@ -46,6 +46,10 @@ class Settings:
     # Outbox sweeper period while events wait for Redis; job queue poll period.
     outbox_poll_s: float = 1.0
     jobs_poll_s: float = 1.0
+    # The worker's clock-driven domain sweeps (key expiry and rotation grace, account deletion,
+    # export expiry, push receipts, list history). The test server turns them off and runs
+    # each sweep itself, right after it moves a clock, so no timer can race it.
+    timed_sweeps: bool = True
     redis_timeout_s: float = 1.0
     db_pool_min: int = 1
     db_pool_max: int = 10

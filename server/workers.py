@@ -95,6 +95,19 @@ def start_loop(
     return _loop(services, name, every_s, step)
 
 
+def _timed_sweeps(services: Services) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
+    """(name, period, step) of the clock-driven sweeps (settings.timed_sweeps)."""
+    from models import api_keys, exports, push  # users.md R9, R10; auth.md R25, R33
+    from models.users import deletion
+
+    return [
+        ("account_deletion", 60.0, lambda: deletion.sweep_deletions(services)),
+        ("export_expiry", 60.0, lambda: exports.sweep_exports(services)),
+        ("push_receipts", push.RECEIPTS_EVERY_S, lambda: push.sweep_receipts(services)),
+        ("api_keys", api_keys.SWEEP_EVERY_S, lambda: api_keys.sweep_api_keys(services)),
+    ]
+
+
 def start_background(services: Services) -> list[asyncio.Task]:
     settings = services.settings
     tasks = []
@@ -109,23 +122,11 @@ def start_background(services: Services) -> list[asyncio.Task]:
         tasks.append(
             _loop(services, "signing_keys_rotate", KEYS_ROTATE_CHECK_S, services.keys.rotate_step)
         )
-        from models import exports  # users.md R9 and R10: deletion and export sweeps
-        from models.users import deletion
-
-        tasks.append(
-            _loop(services, "account_deletion", 60.0, lambda: deletion.sweep_deletions(services))
-        )
-        tasks.append(
-            _loop(services, "export_expiry", 60.0, lambda: exports.sweep_exports(services))
-        )
-        from models import api_keys, push  # domain loops (auth.md R25, R29-R33)
+        from models import push  # auth.md R30: delivery follows the outbox, not a clock
 
         tasks.append(asyncio.create_task(push.PushFanout(services).run(), name="push_fanout"))
-        for name, every_s, sweep in (
-            ("push_receipts", push.RECEIPTS_EVERY_S, push.sweep_receipts),
-            ("api_keys", api_keys.SWEEP_EVERY_S, api_keys.sweep_api_keys),
-        ):
-            tasks.append(_loop(services, name, every_s, lambda sweep=sweep: sweep(services)))
+        if settings.timed_sweeps:
+            tasks.extend(_loop(services, *sweep) for sweep in _timed_sweeps(services))
     elif settings.runs_rest:
         tasks.append(
             _loop(services, "outbox_watch", settings.outbox_poll_s, services.bus.refresh_pending)

@@ -108,6 +108,7 @@ def base_settings(**overrides) -> Settings:
         worker_id=1,
         outbox_poll_s=0.05,
         jobs_poll_s=0.05,
+        timed_sweeps=False,  # tests run each sweep right after they move its clock
         environment="test",
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         host="127.0.0.1",

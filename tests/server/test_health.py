@@ -66,3 +66,21 @@ async def test_details_describe_every_part_and_leak_no_secret(client, live):
         secrets.append(live.settings.redis_url)
     for secret in secrets:
         assert secret not in text
+
+
+async def test_timed_sweeps_run_in_production_and_stay_off_in_tests(backend, live):
+    """The test server runs each clock-driven sweep by hand; production runs them on timers."""
+    import asyncio
+
+    from tests.conftest import start_live_server, stop_live_server
+
+    timed = {"account_deletion", "export_expiry", "push_receipts", "api_keys", "anime_list_sweep"}
+    assert not timed & set(live.services.sweepers)
+    assert "presence_expiry" in live.services.sweepers
+    production = await start_live_server(backend.replace(timed_sweeps=True))
+    try:
+        async with asyncio.timeout(5):
+            while not timed <= set(production.services.sweepers):
+                await asyncio.sleep(0.02)
+    finally:
+        await stop_live_server(production)
