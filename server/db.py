@@ -50,6 +50,49 @@ class UTCDateTime(sa.TypeDecorator):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
 
+class _ReleasingTransaction(databases.core.Transaction):
+    """`databases`' transaction, with its connection given back whatever happens.
+
+    `databases` gives the pooled connection back only once BEGIN, COMMIT or ROLLBACK has
+    returned: a task cancelled during one of them (shutdown, a timeout) kept the connection
+    for good, and a handful of such cancellations exhausted the PostgreSQL pool. Here the
+    connection always goes back; the pool resets it (asyncpg) or rolls it back (SQLite).
+    """
+
+    async def start(self) -> _ReleasingTransaction:
+        connection = self._connection
+        self._transaction = connection._connection.transaction()
+        async with connection._transaction_lock:
+            is_root = not connection._transaction_stack
+            await connection.__aenter__()
+            try:
+                await self._transaction.start(is_root=is_root, extra_options=self._extra_options)
+            except BaseException:
+                self._transaction = None
+                await connection.__aexit__()
+                raise
+            connection._transaction_stack.append(self)
+        return self
+
+    async def commit(self) -> None:
+        await self._end(commit=True)
+
+    async def rollback(self) -> None:
+        await self._end(commit=False)
+
+    async def _end(self, *, commit: bool) -> None:
+        connection = self._connection
+        async with connection._transaction_lock:
+            assert connection._transaction_stack[-1] is self
+            connection._transaction_stack.pop()
+            transaction, self._transaction = self._transaction, None
+            assert transaction is not None
+            try:
+                await (transaction.commit() if commit else transaction.rollback())
+            finally:
+                await connection.__aexit__()
+
+
 class _Engine(databases.Database):
     SUPPORTED_BACKENDS = {
         **databases.Database.SUPPORTED_BACKENDS,
@@ -59,6 +102,9 @@ class _Engine(databases.Database):
         "postgresql+asyncpg": "server.postgres_backend:CachingPostgresBackend",
         "postgres": "server.postgres_backend:CachingPostgresBackend",
     }
+
+    def transaction(self, *, force_rollback: bool = False, **options: Any) -> _ReleasingTransaction:
+        return _ReleasingTransaction(self.connection, force_rollback=force_rollback, **options)
 
 
 class Transaction:

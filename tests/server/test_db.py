@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable, DropTable
 
-from server.db import UTCDateTime, ci_equals
+from server.db import Database, UTCDateTime, ci_equals
 from server.events import event_type, make_event
 
 scratch = sa.MetaData()
@@ -161,3 +161,34 @@ async def test_unique_constraint_decides_a_race_of_inserts(db):
     results = await asyncio.gather(*(claim(n) for n in range(10)))
     assert sum(results) == 1
     assert len(await db.fetch_all(sa.select(wallets))) == 1
+
+
+async def test_a_task_cancelled_anywhere_in_a_transaction_gives_its_connection_back(db, live):
+    """Shutdown or a timeout cancels a task wherever it is, in BEGIN, COMMIT or ROLLBACK too.
+    The pool must get the connection back every time (`databases` kept it when the cancel
+    landed inside one of those, and a few such cancels exhausted the pool), and each unit of
+    work must land whole or not at all."""
+    small = Database(live.settings.database_url, pool_min=1, pool_max=2)
+    await small.connect()
+
+    async def write(user_id: int) -> None:
+        async with small.transaction():
+            await small.execute(wallets.insert().values(user_id=user_id, name="w", coins=1))
+            async with small.transaction():  # a savepoint inside
+                await small.execute(
+                    wallets.update().where(wallets.c.user_id == user_id).values(coins=2)
+                )
+
+    try:
+        for user_id, steps in enumerate([*range(60), *range(60)], start=1):
+            task = asyncio.create_task(write(user_id))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        queries = asyncio.gather(*(small.fetch_val("SELECT 1") for _ in range(6)))
+        assert await asyncio.wait_for(queries, 10) == [1] * 6
+        coins = {row["coins"] for row in await small.fetch_all(sa.select(wallets.c.coins))}
+        assert coins <= {2}
+    finally:
+        await asyncio.wait_for(small.disconnect(), 10)
