@@ -329,10 +329,14 @@ def create_socket_server(services: Services) -> socketio.AsyncServer:
 
 def _register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> None:
     async def on_connect(sid: str, environ: dict, auth: Any = None) -> None:
-        # Engine.IO keeps the handshake's environ for the socket's whole life, and its ASGI
-        # driver puts a class made per request in it (`wsgi.input`, ~2 KB a socket). The
-        # handshake's body was read before this runs; nothing reads it again.
-        environ.pop("wsgi.input", None)
+        # Socket.IO keeps the handshake's environ for the connection's whole life: a WSGI
+        # copy of every header and a class the ASGI driver makes per request (~4 KB a
+        # socket). The transport took what it needed from it before any namespace connects;
+        # all we read, now or when another namespace joins, is the ASGI scope.
+        scope = environ.get("asgi.scope")
+        environ.clear()
+        if scope is not None:
+            environ["asgi.scope"] = scope
         try:
             await gateway.connect(sid, environ, auth, namespace)
         except AuthRefused:

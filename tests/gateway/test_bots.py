@@ -6,11 +6,12 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+import socketio
 
 from gateway.bots import Intent
 from tests.factories import register, set_user
 from tests.gateway.conftest import publish
-from tests.support.sockets import Recorder
+from tests.support.sockets import WS_PATH, Recorder
 
 
 async def owner_with_key(client, live, scopes: list[str]):
@@ -173,3 +174,36 @@ async def test_narrowing_the_scopes_closes_sockets_whose_intents_lost_cover(clie
     await asyncio.sleep(0.2)
     assert not public.disconnected.is_set()
     await public.close()
+
+
+@pytest.mark.parametrize(
+    "transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"]
+)
+async def test_a_namespace_joining_a_connection_later_authenticates_from_its_handshake(
+    client, live, transports
+):
+    """Of the handshake's environ the server keeps only the ASGI scope (memory per socket);
+    a second namespace on the same connection still authenticates from it, and a connection
+    that began long-polling still upgrades to a websocket."""
+    account, key = await owner_with_key(client, live, ["profile:read"])
+    sio = socketio.AsyncClient(reconnection=False)
+    ready = {namespace: asyncio.Event() for namespace in ("/", "/bots")}
+    for namespace, seen in ready.items():
+        sio.on("READY", lambda data, seen=seen: seen.set(), namespace=namespace)
+    await sio.connect(
+        live.url,
+        socketio_path=WS_PATH,
+        namespaces=list(ready),
+        auth={"token": account.access_token, "api_key": key["secret"], "intents": 0},
+        transports=transports,
+        wait_timeout=5,
+    )
+    try:
+        await asyncio.wait_for(asyncio.gather(*(seen.wait() for seen in ready.values())), 5)
+        async with asyncio.timeout(5):
+            while sio.transport() != "websocket":
+                await asyncio.sleep(0.02)
+        kept = live.services.gateway.sio.get_environ(sio.get_sid("/bots"), "/bots")
+        assert list(kept) == ["asgi.scope"]
+    finally:
+        await sio.disconnect()
