@@ -23,6 +23,10 @@ class Cache:
     async def get(self, key: str) -> bytes | None:
         raise NotImplementedError
 
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        """The values of `keys`, in order, in one round trip."""
+        raise NotImplementedError
+
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         raise NotImplementedError
 
@@ -55,6 +59,9 @@ class InProcessCache(Cache):
 
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
+
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        return [self._live(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self._entries[key] = (self._clock() + ttl_s, bytes(value))
@@ -99,6 +106,14 @@ class RedisCache(Cache):
         except REDIS_DOWN_ERRORS as error:
             log.warning("cache unreachable, reading through: %s", error)
             return None
+
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        try:
+            await self._flush_undeleted()
+            return await self.client.mget([CACHE_PREFIX + key for key in keys])
+        except REDIS_DOWN_ERRORS as error:
+            log.warning("cache unreachable, reading through: %s", error)
+            return [None] * len(keys)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         try:

@@ -49,6 +49,11 @@ def user_cache_key(user_id: int) -> str:
     return f"auth:user:{user_id}"
 
 
+def active_cache_key(user_id: int) -> str:
+    """Present while a last_active_at write of the user's is less than 5 minutes old."""
+    return f"auth:active:{user_id}"
+
+
 async def forget_user_state(services: Services, user_id: int) -> None:
     """Call after changing a user's role, status, ban or mute: applies on the next request."""
     await services.cache.delete(user_cache_key(user_id))
@@ -58,6 +63,17 @@ async def session_state(services: Services, session_id: int) -> SessionState | N
     cached = await services.cache.get(session_cache_key(session_id))
     if cached is not None:
         return _session_decoder.decode(cached)
+    return await _load_session_state(services, session_id)
+
+
+async def user_state(services: Services, user_id: int) -> UserState | None:
+    cached = await services.cache.get(user_cache_key(user_id))
+    if cached is not None:
+        return _user_decoder.decode(cached)
+    return await _load_user_state(services, user_id)
+
+
+async def _load_session_state(services: Services, session_id: int) -> SessionState | None:
     row = await services.db.fetch_one(
         sa.select(
             auth_sessions.c.user_id,
@@ -78,10 +94,7 @@ async def session_state(services: Services, session_id: int) -> SessionState | N
     return state
 
 
-async def user_state(services: Services, user_id: int) -> UserState | None:
-    cached = await services.cache.get(user_cache_key(user_id))
-    if cached is not None:
-        return _user_decoder.decode(cached)
+async def _load_user_state(services: Services, user_id: int) -> UserState | None:
     row = await services.db.fetch_one(
         sa.select(
             users.c.role,
@@ -106,7 +119,14 @@ async def user_state(services: Services, user_id: int) -> UserState | None:
 
 async def identify_bearer(services: Services, token: str) -> Identity:
     claims = services.keys.verify(token)
-    session = await session_state(services, claims.session_id)
+    # Both states in one cache round trip: this runs on every request and socket connect.
+    cached_session, cached_user = await services.cache.get_many(
+        session_cache_key(claims.session_id), user_cache_key(claims.user_id)
+    )
+    if cached_session is not None:
+        session = _session_decoder.decode(cached_session)
+    else:
+        session = await _load_session_state(services, claims.session_id)
     now = datetime.now(UTC).timestamp()
     if (
         session is None
@@ -115,10 +135,13 @@ async def identify_bearer(services: Services, token: str) -> Identity:
         or session.user_id != claims.user_id
     ):
         raise _session_revoked()
-    user = await user_state(services, claims.user_id)
+    if cached_user is not None:
+        user: UserState | None = _user_decoder.decode(cached_user)
+    else:
+        user = await _load_user_state(services, claims.user_id)
     if user is None or user.status == "deleted":
         raise _session_revoked()
-    await _touch_last_active(services, claims.user_id)
+    await touch_last_active(services, claims.user_id)
     return Identity(
         kind="user",
         user_id=claims.user_id,
@@ -144,9 +167,11 @@ def make_resolver(services: Services) -> Resolver:
     return resolve
 
 
-async def _touch_last_active(services: Services, user_id: int) -> None:
-    """users.last_active_at, written at most once per 5 minutes per user."""
-    if await services.cache.add(f"auth:active:{user_id}", b"1", ACTIVE_WRITE_EVERY.total_seconds()):
+async def touch_last_active(services: Services, user_id: int) -> None:
+    """users.last_active_at (an authenticated request or a gateway heartbeat), written at
+    most once per 5 minutes per user across every process."""
+    window_s = ACTIVE_WRITE_EVERY.total_seconds()
+    if await services.cache.add(active_cache_key(user_id), b"1", window_s):
         await services.db.execute(
             users.update().where(users.c.id == user_id).values(last_active_at=datetime.now(UTC))
         )

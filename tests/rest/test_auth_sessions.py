@@ -210,3 +210,27 @@ async def test_bearer_and_bot_together_is_a_400(client):
         ],
     )
     assert response.status_code == 400
+
+
+async def test_last_active_follows_requests_written_once_per_five_minutes(client, live):
+    """users.md: last_active_at is the last authenticated request, written at most once per
+    5 minutes per user (a burst of requests is one write)."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.auth.identity import active_cache_key
+    from models.users import get_user
+    from tests.factories import set_user
+
+    account = await register(client)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    assert (await client.get("/auth/me", headers=account.headers)).status_code == 200
+    assert (await get_user(live.services.db, account.id))["last_active_at"] >= before
+    marker = datetime.now(UTC) - timedelta(hours=1)
+    await set_user(live.services, account.id, last_active_at=marker)
+    for _ in range(5):  # inside the window the first request opened: no write
+        assert (await client.get("/auth/me", headers=account.headers)).status_code == 200
+    assert (await get_user(live.services.db, account.id))["last_active_at"] == marker
+    await live.services.cache.delete(active_cache_key(account.id))  # five minutes pass
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await asyncio.gather(*(client.get("/auth/me", headers=account.headers) for _ in range(5)))
+    assert (await get_user(live.services.db, account.id))["last_active_at"] >= before

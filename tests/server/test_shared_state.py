@@ -189,6 +189,48 @@ async def test_cache_add_sets_only_once_even_when_racing(cache):
     assert sum(results) == 1
 
 
+async def test_cache_get_many_answers_each_key_in_order(cache):
+    first, absent, third = (f"test:{uuid.uuid4().hex}" for _ in range(3))
+    await cache.set(first, b"1", ttl_s=10)
+    await cache.set(third, b"3", ttl_s=10)
+    assert await cache.get_many(first, absent, third) == [b"1", None, b"3"]
+    await cache.delete(first)
+    assert await cache.get_many(first, third) == [None, b"3"]
+
+
+async def test_redis_cache_misses_while_down_and_applies_postponed_deletions_first(
+    kind, redis_client
+):
+    """platform.md R2: while Redis is unreachable reads miss (callers go to the database)
+    and writes are skipped; a deletion made meanwhile is applied before anything is read
+    once Redis answers, so no stale entry is ever served."""
+    if kind != "redis":
+        pytest.skip("the outage is Redis's")
+    from tests.support.proxy import FlakyProxy
+
+    proxy = await FlakyProxy("127.0.0.1", 6379).start()
+    db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+    client = aioredis.Redis.from_url(proxy.url(db), socket_timeout=0.5)
+    cache = RedisCache(client)
+    stale, other = f"test:{uuid.uuid4().hex}", f"test:{uuid.uuid4().hex}"
+    try:
+        await cache.set(stale, b"old", ttl_s=60)
+        await cache.set(other, b"kept", ttl_s=60)
+        proxy.cut()
+        assert await cache.get(stale) is None
+        assert await cache.get_many(stale, other) == [None, None]
+        await cache.set(other, b"skipped", ttl_s=60)
+        assert await cache.add(f"test:{uuid.uuid4().hex}", b"x", ttl_s=60) is False
+        await cache.delete(stale)  # postponed
+        proxy.restore()
+        assert await cache.get_many(stale, other) == [None, b"kept"]
+        assert await redis_client.get("anilay:cache:" + stale) is None
+    finally:
+        await client.aclose()
+        await proxy.close()
+        await redis_client.delete("anilay:cache:" + stale, "anilay:cache:" + other)
+
+
 def test_in_process_cache_is_bounded():
     cache = InProcessCache(max_entries=3)
     for n in range(10):
