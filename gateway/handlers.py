@@ -17,6 +17,7 @@ import socketio
 
 from gateway import presence
 from gateway.topics import MAX_ANIME_TOPICS
+from models.auth.identity import ACTIVE_WRITE_EVERY, touch_last_active
 from server.errors import ApiError, Code
 from server.events import utc_now_text
 
@@ -34,6 +35,9 @@ HEARTBEAT_COUNTED_EVERY_S = 5.0
 TYPING_THROTTLE_S = 3.0
 # The resume record's TTL is the resume window; refreshing it once a minute is plenty.
 SESSION_REFRESH_S = 60.0
+# A socket asks the shared throttle about last_active_at no more often than the throttle's
+# own window (the connect already marked the user active).
+ACTIVE_MARK_EVERY_S = ACTIVE_WRITE_EVERY.total_seconds()
 
 # Domains plug in checks for typing targets and handlers for events they own (chat: `read`,
 # `ack_envelopes`). A typing check returns the topic to notify, or raises ApiError.
@@ -89,7 +93,13 @@ class SlidingCount:
 class Limits:
     """Per-socket event budget and refusals (gateway.md: 120 events per 60 s)."""
 
-    __slots__ = ("events", "last_counted_heartbeat", "session_saved_at", "strikes")
+    __slots__ = (
+        "active_marked_at",
+        "events",
+        "last_counted_heartbeat",
+        "session_saved_at",
+        "strikes",
+    )
 
     def __init__(self) -> None:
         now = time.monotonic()
@@ -97,6 +107,7 @@ class Limits:
         self.strikes = SlidingCount(WINDOW_S, now)
         self.last_counted_heartbeat = 0.0
         self.session_saved_at = now  # saved at connect
+        self.active_marked_at = now  # the connect's authentication marked the user active
 
     def allow(self, now: float) -> bool:
         if self.events.estimate(now) >= EVENTS_PER_WINDOW:
@@ -163,6 +174,9 @@ def register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> Non
         if now - budget.session_saved_at >= SESSION_REFRESH_S:  # keep it resumable
             budget.session_saved_at = now
             await gateway.sessions.save(gateway.session_record(connection))
+        if connection.intents is None and now - budget.active_marked_at >= ACTIVE_MARK_EVERY_S:
+            budget.active_marked_at = now  # users.md: last_active_at follows heartbeats too
+            await touch_last_active(gateway.services, connection.user_id)
         return ok(counted=True)
 
     async def typing(connection: Connection, data: Any, budget: Limits) -> dict:

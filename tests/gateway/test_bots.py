@@ -207,3 +207,24 @@ async def test_a_namespace_joining_a_connection_later_authenticates_from_its_han
         assert list(kept) == ["asgi.scope"]
     finally:
         await sio.disconnect()
+
+
+async def test_a_bot_heartbeat_does_not_mark_its_owner_active(client, live, monkeypatch):
+    """last_active_at is the person's activity: a bot acting for them is not."""
+    from datetime import timedelta
+
+    from gateway import handlers
+    from models.auth.identity import active_cache_key
+    from models.users import get_user
+    from tests.factories import set_user
+
+    account, key = await owner_with_key(client, live, ["profile:read"])
+    socket = await bot_socket(live, key["secret"], 0)
+    await socket.wait_for("READY")
+    marker = datetime.now(UTC) - timedelta(hours=1)
+    await set_user(live.services, account.id, last_active_at=marker)
+    await live.services.cache.delete(active_cache_key(account.id))
+    monkeypatch.setattr(handlers, "ACTIVE_MARK_EVERY_S", 0.0)
+    assert (await socket.emit("heartbeat", {"status": "online"}))["ok"] is True
+    assert (await get_user(live.services.db, account.id))["last_active_at"] == marker
+    await socket.close()

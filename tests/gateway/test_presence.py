@@ -288,3 +288,28 @@ async def test_turning_share_watching_off_hides_the_activity_at_once(client, liv
     assert updates[-1]["data"]["activity"] is None
     assert updates[-1]["data"]["status"] == "online"
     await watcher.close()
+
+
+async def test_a_heartbeat_keeps_last_active_current_once_per_window(client, live, monkeypatch):
+    """users.md: last_active_at follows gateway heartbeats too, so a user who only watches
+    with the app open is not reported inactive; a socket asks at most once per 5 minutes."""
+    from datetime import UTC, datetime, timedelta
+
+    from models.auth.identity import active_cache_key
+    from models.users import get_user
+    from tests.factories import set_user
+
+    account = await register(client)
+    socket = await connect(live, account.access_token)
+    await socket.wait_for("READY")
+    marker = datetime.now(UTC) - timedelta(hours=1)
+    await set_user(live.services, account.id, last_active_at=marker)
+    await live.services.cache.delete(active_cache_key(account.id))  # the shared window passed
+    assert (await socket.emit("heartbeat", {"status": "online"}))["counted"] is True
+    last_active = (await get_user(live.services.db, account.id))["last_active_at"]
+    assert last_active == marker, "this socket's own window (from its connect) has not passed"
+    monkeypatch.setattr(handlers, "HEARTBEAT_COUNTED_EVERY_S", 0.0)
+    monkeypatch.setattr(handlers, "ACTIVE_MARK_EVERY_S", 0.0)
+    assert (await socket.emit("heartbeat", {"status": "online"}))["counted"] is True
+    assert (await get_user(live.services.db, account.id))["last_active_at"] > marker
+    await socket.close()
