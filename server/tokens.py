@@ -7,10 +7,12 @@ keeps verifying until it expires (auth.md R1, R18).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +37,9 @@ ROTATE_EVERY = timedelta(days=30)
 NEXT_TO_ACTIVE = timedelta(hours=1)
 RETIRING_TO_RETIRED = timedelta(seconds=ACCESS_TTL_S + 5 * 60)
 PUBLISHED_STATES = ("next", "active", "retiring")
+# Tokens whose signature this process has checked (an Ed25519 verify costs ~0.1 ms and every
+# authenticated request and socket connect needs one): by digest, never the token itself.
+VERIFIED_CACHE_SIZE = 10_000
 
 signing_keys = sa.Table(
     "signing_keys",
@@ -111,6 +116,7 @@ class KeyRing:
         self._public: dict[str, Ed25519PublicKey] = {}
         self._rows: list[dict[str, Any]] = []
         self._active: tuple[str, Ed25519PrivateKey] | None = None
+        self._verified: OrderedDict[bytes, tuple[str, AccessClaims]] = OrderedDict()
         self.loaded_at = 0.0
 
     # --- storage ------------------------------------------------------------------------
@@ -256,12 +262,31 @@ class KeyRing:
         return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": kid, "typ": "at+jwt"})
 
     def verify(self, token: str) -> AccessClaims:
-        """Check signature, algorithm, key, issuer, audience and expiry (30 s leeway)."""
+        """Check signature, algorithm, key, issuer, audience and expiry (30 s leeway).
+
+        A token checked before is answered from memory while its key is still published
+        (a retired or emergency-rotated key ends it at once) and it has not expired."""
+        digest = hashlib.blake2b(token.encode(), digest_size=32).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            kid, claims = known
+            if kid in self._public and time.time() < claims.expires_at + LEEWAY_S:
+                self._verified.move_to_end(digest)
+                return claims
+            del self._verified[digest]
+        kid, claims = self._check(token)
+        self._verified[digest] = (kid, claims)
+        while len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _check(self, token: str) -> tuple[str, AccessClaims]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise _invalid_token() from None
-        key = self._public.get(header.get("kid", ""))
+        kid = header.get("kid", "")
+        key = self._public.get(kid)
         if header.get("alg") != "EdDSA" or key is None:
             raise _invalid_token()
         try:
@@ -283,7 +308,7 @@ class KeyRing:
         except jwt.InvalidTokenError:
             raise _invalid_token() from None
         try:
-            return AccessClaims(
+            return kid, AccessClaims(
                 user_id=int(claims["sub"]),
                 session_id=int(claims["sid"]),
                 role=str(claims.get("role", "user")),

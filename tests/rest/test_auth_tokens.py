@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -145,8 +146,44 @@ async def test_scheduled_rotation_keeps_old_tokens_valid_until_retired(client, l
     assert gone.status_code == 401
 
 
+async def test_a_token_checked_before_still_expires_on_time(client, live):
+    """Verified tokens are remembered by the process; the memory never outlives `exp`."""
+    account = await register(client)
+    issued = time.time() - ACCESS_TTL_S - LEEWAY_S + 2  # usable for 1-2 s more
+    token = live.services.keys.issue(account.id, account.session_id, "user", now=issued)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/auth/me", headers=headers)).status_code == 200
+    await asyncio.sleep(2.1)
+    expired = await client.get("/auth/me", headers=headers)
+    assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
+
+
+async def test_the_memory_of_checked_tokens_is_bounded(client, live, monkeypatch):
+    from server import tokens
+
+    account = await register(client)
+    keys = live.services.keys
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
+    issued = [keys.issue(account.id, account.session_id, "user") for _ in range(5)]
+    for token in issued:
+        assert keys.verify(token).user_id == account.id
+    assert len(keys._verified) == 3
+
+
+async def test_a_remembered_token_changed_in_any_part_is_refused(client, live):
+    account = await register(client)
+    assert (await client.get("/auth/me", headers=account.headers)).status_code == 200
+    header, payload, signature = account.access_token.split(".")
+    other = {**claims_of(account.access_token), "sid": "1"}
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for forged in (f"{header}.{_b64(other)}.{signature}", f"{header}.{payload}.{flipped}"):
+        response = await client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"})
+        assert response.status_code == 401 and response.json()["code"] == "invalid_token"
+
+
 async def test_emergency_rotation_kills_every_access_token_but_not_refresh(client, live):
     account = await register(client)
+    assert (await client.get("/auth/me", headers=account.headers)).status_code == 200
     await live.services.keys.emergency_rotate()
     dead = await client.get("/auth/me", headers=account.headers)
     assert dead.status_code == 401 and dead.json()["code"] == "invalid_token"
