@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from server.events import LoggedEvent
 from server.migrate import upgrade_async
 from server.services import Services
 from server.settings import Settings
+from tests.support.net import tcp_listener
 
 PG_ADMIN_URL = os.environ.get(
     "ANILAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -189,9 +189,7 @@ async def start_live_server(settings: Settings, app: Application | None = None) 
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = tcp_listener()
     port = sock.getsockname()[1]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(500):

@@ -22,7 +22,6 @@ import base64
 import contextlib
 import hashlib
 import secrets
-import socket
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.support.net import tcp_listener
 
 
 @dataclass
@@ -222,9 +223,7 @@ class FakeOAuthProvider:
             self.app(), host="127.0.0.1", log_config=None, access_log=False, lifespan="off"
         )
         self._server = uvicorn.Server(config)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock = tcp_listener(port)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.issuer = self.issuer or self.url
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
