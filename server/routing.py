@@ -85,6 +85,8 @@ class RouteTable:
 
     def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, Any], str]:
         """The endpoint, its path parameters and its template; ApiError 404/405 otherwise."""
+        if "\x00" in path:  # no resource is named with a NUL (and no text column stores one)
+            raise ApiError(Code.not_found)
         found = self.literal.get(path)
         if found is not None:
             endpoint = _for_method(found, method)

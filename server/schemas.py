@@ -36,13 +36,48 @@ def decode_json_body(raw: bytes, schema: type[msgspec.Struct]) -> Any:
     decoder = _json_decoders.get(schema)
     if decoder is None:
         decoder = _json_decoders[schema] = msgspec.json.Decoder(schema)
+    if b"\\u0000" in raw:  # rare: only then is the body walked for NUL characters
+        try:
+            _refuse_nul(msgspec.json.decode(raw), "")
+        except msgspec.DecodeError:
+            raise _malformed() from None
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError:
-        raise ApiError(Code.malformed, "The body is not valid JSON") from None
-    raise _validation_failed(collect_errors(msgspec.json.decode(raw), schema))
+        raise _malformed() from None
+    try:  # the typed decoder stops at the first bad field, maybe before bytes that are not JSON
+        untyped = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise _malformed() from None
+    raise _validation_failed(collect_errors(untyped, schema))
+
+
+def _refuse_nul(value: Any, path: str) -> None:
+    """422 naming every field whose text holds a NUL character: no text column stores one
+    (PostgreSQL refuses them), and no honest client sends one."""
+    errors: list[FieldError] = []
+    _find_nul(value, path, errors)
+    if errors:
+        raise _validation_failed(errors[:MAX_FIELD_ERRORS])
+
+
+def _find_nul(value: Any, path: str, out: list[FieldError]) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            out.append(FieldError(path or "body", "Text may not contain NUL characters"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _find_nul(key, path, out)
+            _find_nul(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _find_nul(item, f"{path}[{index}]", out)
+
+
+def _malformed() -> ApiError:
+    return ApiError(Code.malformed, "The body is not valid JSON")
 
 
 def decode_query(params: Mapping[str, Any], getlist, schema: type[msgspec.Struct]) -> Any:
@@ -52,6 +87,7 @@ def decode_query(params: Mapping[str, Any], getlist, schema: type[msgspec.Struct
     values: dict[str, Any] = {}
     for key in params:
         values[key] = getlist(key) if key in list_fields else params[key]
+    _refuse_nul(values, "")
     try:
         return msgspec.convert(values, schema, strict=False)
     except msgspec.ValidationError:

@@ -131,11 +131,15 @@ async def test_wrong_method_is_a_405_problem_with_allow(http):
     assert "POST" in response.headers["allow"]
 
 
-async def test_malformed_json_is_a_400_problem(http):
-    response = await http.post(
-        "/probe/forms", content=b'{"title": ', headers={"content-type": "application/json"}
+async def post_raw(http, raw: bytes) -> httpx.Response:
+    """POST bytes to the form route as JSON, exactly as given."""
+    return await http.post(
+        "/probe/forms", content=raw, headers={"content-type": "application/json"}
     )
-    assert_problem(response, 400, "malformed")
+
+
+async def test_malformed_json_is_a_400_problem(http):
+    assert_problem(await post_raw(http, b'{"title": '), 400, "malformed")
 
 
 async def test_a_wrong_field_is_a_422_naming_the_field(http):
@@ -160,12 +164,36 @@ async def test_a_list_over_its_limit_is_named(http):
     assert [e["field"] for e in body["errors"]] == ["items"]
 
 
+async def test_a_bad_field_before_bytes_that_are_not_json_is_still_a_400(http):
+    """msgspec stops at the first bad field; the bytes after it are checked all the same."""
+    raw = b'{"count": "many", "title": "\\ud800"}'  # a lone surrogate is not JSON text
+    assert_problem(await post_raw(http, raw), 400, "malformed")
+
+
+async def test_text_with_a_nul_character_is_refused_naming_each_field(http):
+    """No text column stores NUL (PostgreSQL refuses it), wherever it hides."""
+    response = await http.post(
+        "/probe/forms",
+        json={"title": "ab\x00c", "items": [{"kind": "a", "note": "\x00"}]},
+    )
+    body = assert_problem(response, 422, "validation_failed")
+    assert {e["field"] for e in body["errors"]} == {"title", "items[0].note"}
+    body = assert_problem(
+        await http.get("/probe/things", params={"tag": "a\x00"}), 422, "validation_failed"
+    )
+    assert [e["field"] for e in body["errors"]] == ["tag[0]"]
+    literal = await http.post("/probe/forms", json={"title": "the \\u0000 escape"})
+    assert literal.status_code == 201, "the six characters of an escape are plain text"
+
+
+async def test_a_nul_in_a_path_is_a_404(http):
+    assert_problem(await http.get("/probe/things/%00"), 404, "not_found")
+    assert_problem(await http.get("/probe/forms%00"), 404, "not_found")
+
+
 @pytest.mark.parametrize("payload", [b"[]", b"42", b'"text"', b"null", b"{}"])
 async def test_a_body_that_is_not_the_right_object_is_422(http, payload):
-    response = await http.post(
-        "/probe/forms", content=payload, headers={"content-type": "application/json"}
-    )
-    assert_problem(response, 422, "validation_failed")
+    assert_problem(await post_raw(http, payload), 422, "validation_failed")
 
 
 async def test_a_body_in_the_wrong_media_type_is_415(http):
