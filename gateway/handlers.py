@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import socketio
@@ -20,6 +20,7 @@ from gateway.topics import MAX_ANIME_TOPICS
 from models.auth.identity import ACTIVE_WRITE_EVERY, touch_last_active
 from server.errors import ApiError, Code
 from server.events import utc_now_text
+from server.schemas import nul_fields
 
 if TYPE_CHECKING:
     from gateway.connections import Connection
@@ -46,11 +47,14 @@ TYPING_CHECKS: dict[str, TypingCheck] = {}
 EVENT_HANDLERS: dict[str, Callable[[Any, Connection, dict], Awaitable[dict]]] = {}
 
 
+AnimeId = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # as the catalog's ids
+
+
 class Activity(msgspec.Struct, forbid_unknown_fields=True):
-    anime_id: int
-    episode: int
-    position_s: float
-    party_id: str | None = None
+    anime_id: AnimeId
+    episode: Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+    position_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)]
+    party_id: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
 
 class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,8 +63,8 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Subscription(msgspec.Struct, forbid_unknown_fields=True):
-    anime_id: int | None = None
-    collection_id: str | None = None
+    anime_id: AnimeId | None = None
+    collection_id: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
 
 class SlidingCount:
@@ -130,6 +134,20 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
+def _payload_refusal(data: Any) -> dict[str, Any] | None:
+    """Why a payload is refused before any handler sees it, or None: over the size limit,
+    text that is not Unicode (a lone surrogate), or text holding NUL (as REST refuses)."""
+    try:
+        encoded = msgspec.json.encode(data)
+    except UnicodeEncodeError:
+        return error("validation_failed", "Text must be valid Unicode")
+    if len(encoded) > MAX_EVENT_BYTES:
+        return error("payload_too_large", "Payloads are limited to 16 KiB")
+    if b"\\u0000" in encoded and nul_fields(data):
+        return error("validation_failed", "Text may not contain NUL characters")
+    return None
+
+
 def register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> None:
     limits: dict[str, Limits] = {}
 
@@ -146,8 +164,9 @@ def register(sio: socketio.AsyncServer, gateway: Gateway, namespace: str) -> Non
                         gateway.dispatcher.close(connection, "rate_limited", "Too many events")
                     )
                 return error("rate_limited", "More than 120 events in 60 s")
-            if len(msgspec.json.encode(data)) > MAX_EVENT_BYTES:
-                return error("payload_too_large", "Payloads are limited to 16 KiB")
+            refusal = _payload_refusal(data)
+            if refusal is not None:
+                return refusal
             try:
                 return await handler(connection, data, budget)
             except ApiError as failure:

@@ -57,10 +57,16 @@ def decode_json_body(raw: bytes, schema: type[msgspec.Struct]) -> Any:
 def _refuse_nul(value: Any, path: str) -> None:
     """422 naming every field whose text holds a NUL character: no text column stores one
     (PostgreSQL refuses them), and no honest client sends one."""
-    errors: list[FieldError] = []
-    _find_nul(value, path, errors)
+    errors = nul_fields(value, path)
     if errors:
         raise _validation_failed(errors[:MAX_FIELD_ERRORS])
+
+
+def nul_fields(value: Any, path: str = "") -> list[FieldError]:
+    """The fields of a decoded JSON value whose text (or key) holds a NUL character."""
+    errors: list[FieldError] = []
+    _find_nul(value, path, errors)
+    return errors
 
 
 def _find_nul(value: Any, path: str, out: list[FieldError]) -> None:
