@@ -28,7 +28,6 @@ import models  # noqa: F401  (registers every table before anything queries)
 import rest
 from gateway.presence import sweep as presence_sweep
 from gateway.server import ENGINEIO_PATHS, create_socket_server
-from models.anime import lists as anime_lists
 from models.auth.identity import make_resolver
 from rest.auth import jwks_response
 from rest.docs import document as openapi_document
@@ -55,12 +54,9 @@ log = logging.getLogger("anilay.app")
 API_PREFIX = "/api/v1"
 API_PREFIX_SLASH = API_PREFIX + "/"
 # (name, period in seconds, step(services)) for the worker role; server/workers.py runs the
-# platform's own loops. Presence lapses are the gateway's liveness and always run; the rest
-# are clock-driven sweeps, run while settings.timed_sweeps.
+# platform's own loops and the clock-driven domain sweeps. Presence lapses are the gateway's
+# liveness: they always run.
 DOMAIN_SWEEPERS = (("presence_expiry", 1.0, presence_sweep),)
-TIMED_DOMAIN_SWEEPERS = (
-    ("anime_list_sweep", anime_lists.SWEEP_EVERY_S, anime_lists.sweep_anime_lists),
-)
 
 
 def build_services(settings: Settings) -> Services:
@@ -164,12 +160,9 @@ def create_app(
                 log.error("signing keys unavailable: %s", error)
             background.extend(start_background(services))
             if settings.runs_worker:  # domain sweepers: one process runs them for all
-                sweepers = DOMAIN_SWEEPERS
-                if settings.timed_sweeps:
-                    sweepers += TIMED_DOMAIN_SWEEPERS
                 background.extend(
                     start_loop(services, name, every_s, partial(step, services))
-                    for name, every_s, step in sweepers
+                    for name, every_s, step in DOMAIN_SWEEPERS
                 )
             if settings.runs_gateway:
                 background.append(

@@ -4,6 +4,8 @@
 - the outbox drainer (worker role): appends events that waited for Redis, in order;
 - the log trimmer (worker role): applies the log's retention window;
 - the outbox watcher (rest role): stops routing to the outbox once it is empty.
+- the clock-driven domain sweeps (worker role, while settings.timed_sweeps): expiries,
+  rotation graces, account deletion, push receipts, list history.
 
 Each loop records its last run in `services.sweepers` for the staff health view.
 """
@@ -98,9 +100,15 @@ def start_loop(
 def _timed_sweeps(services: Services) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
     """(name, period, step) of the clock-driven sweeps (settings.timed_sweeps)."""
     from models import api_keys, exports, push  # users.md R9, R10; auth.md R25, R33
+    from models.anime import lists as anime_lists
     from models.users import deletion
 
     return [
+        (
+            "anime_list_sweep",
+            anime_lists.SWEEP_EVERY_S,
+            lambda: anime_lists.sweep_anime_lists(services),
+        ),
         ("account_deletion", 60.0, lambda: deletion.sweep_deletions(services)),
         ("export_expiry", 60.0, lambda: exports.sweep_exports(services)),
         ("push_receipts", push.RECEIPTS_EVERY_S, lambda: push.sweep_receipts(services)),
