@@ -61,19 +61,20 @@ async def forget_user_state(services: Services, user_id: int) -> None:
 
 async def session_state(services: Services, session_id: int) -> SessionState | None:
     cached = await services.cache.get(session_cache_key(session_id))
-    if cached is not None:
-        return _session_decoder.decode(cached)
-    return await _load_session_state(services, session_id)
+    return await _session_state(services, session_id, cached)
 
 
 async def user_state(services: Services, user_id: int) -> UserState | None:
     cached = await services.cache.get(user_cache_key(user_id))
+    return await _user_state(services, user_id, cached)
+
+
+async def _session_state(
+    services: Services, session_id: int, cached: bytes | None
+) -> SessionState | None:
+    """The cached state when there is one, else read from the database and cached."""
     if cached is not None:
-        return _user_decoder.decode(cached)
-    return await _load_user_state(services, user_id)
-
-
-async def _load_session_state(services: Services, session_id: int) -> SessionState | None:
+        return _session_decoder.decode(cached)
     row = await services.db.fetch_one(
         sa.select(
             auth_sessions.c.user_id,
@@ -94,7 +95,10 @@ async def _load_session_state(services: Services, session_id: int) -> SessionSta
     return state
 
 
-async def _load_user_state(services: Services, user_id: int) -> UserState | None:
+async def _user_state(services: Services, user_id: int, cached: bytes | None) -> UserState | None:
+    """The cached state when there is one, else read from the database and cached."""
+    if cached is not None:
+        return _user_decoder.decode(cached)
     row = await services.db.fetch_one(
         sa.select(
             users.c.role,
@@ -123,10 +127,7 @@ async def identify_bearer(services: Services, token: str) -> Identity:
     cached_session, cached_user = await services.cache.get_many(
         session_cache_key(claims.session_id), user_cache_key(claims.user_id)
     )
-    if cached_session is not None:
-        session = _session_decoder.decode(cached_session)
-    else:
-        session = await _load_session_state(services, claims.session_id)
+    session = await _session_state(services, claims.session_id, cached_session)
     now = datetime.now(UTC).timestamp()
     if (
         session is None
@@ -135,10 +136,7 @@ async def identify_bearer(services: Services, token: str) -> Identity:
         or session.user_id != claims.user_id
     ):
         raise _session_revoked()
-    if cached_user is not None:
-        user: UserState | None = _user_decoder.decode(cached_user)
-    else:
-        user = await _load_user_state(services, claims.user_id)
+    user = await _user_state(services, claims.user_id, cached_user)
     if user is None or user.status == "deleted":
         raise _session_revoked()
     await touch_last_active(services, claims.user_id)
