@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import sqlalchemy as sa
@@ -130,3 +131,22 @@ async def inside_one_window(window_s: float, needed_s: float = 10.0) -> None:
     left = window_s - time.time() % window_s
     if left < needed_s:
         await asyncio.sleep(left + 0.05)
+
+
+PATH_PARAM = re.compile(r"\{([a-z_]+)(?::[a-z]+)?\}")
+PLACEHOLDERS = {"provider": "fake", "slot": "frame", "username": "nobody_here"}
+
+
+def concrete(path: str, overrides: dict[str, str] | None = None) -> str:
+    """A syntactically valid path for a route template (ids that name nothing); `overrides`
+    puts given (percent-encoded) values in named parameters instead."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if overrides and name in overrides:
+            return quote(overrides[name], safe="")
+        if name in PLACEHOLDERS:
+            return PLACEHOLDERS[name]
+        return "abc123" if name in ("ref", "slug", "name") else "123456789"
+
+    return "/api/v1" + PATH_PARAM.sub(fill, path)

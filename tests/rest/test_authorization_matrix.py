@@ -6,37 +6,18 @@ is added. Refusals happen before any input is read, so the probes send no body."
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 import pytest
 
 import rest
-from tests.factories import ban, register, set_user
+from tests.factories import ban, concrete, register, set_user
 
 ENDPOINTS = [e for e in rest.endpoints() if e.tag not in ("docs", "health")]
 NEEDS_USER = [e for e in ENDPOINTS if e.auth in ("user", "staff", "admin")]
 BANNED_REFUSED = [e for e in ENDPOINTS if e.auth != "none" and not e.allow_banned]
 BOT_REFUSED = [e for e in ENDPOINTS if e.auth != "none" and e.bot_scope is None]
 BOT_SCOPED = [e for e in ENDPOINTS if e.bot_scope not in (None, "*", "profile:read")]
-
-
-def concrete(path: str) -> str:
-    """A syntactically valid path for a route template (ids that name nothing)."""
-
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name in ("provider",):
-            return "fake"
-        if name in ("slot",):
-            return "frame"
-        if name in ("username",):
-            return "nobody_here"
-        if name in ("ref", "slug", "name"):
-            return "abc123"
-        return "123456789"
-
-    return "/api/v1" + re.sub(r"\{([a-z_]+)(?::[a-z]+)?\}", fill, path)
 
 
 async def call(http, endpoint, headers):

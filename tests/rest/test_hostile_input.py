@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from msgspec import inspect as mi
 
 import rest
 from models.auth.sessions import create_session
-from tests.factories import make_staff, register, set_user
+from tests.factories import PATH_PARAM, concrete, make_staff, register, set_user
 
 ENDPOINTS = [e for e in rest.endpoints() if e.tag not in ("docs", "health")]
-PATH_PARAM = re.compile(r"\{([a-z_]+)(?::[a-z]+)?\}")
 
 BIG_INTS = [2**63, -(2**63) - 1, 2**64, 10**40]
 BAD_TEXT = ["\x00", "a\x00b", "\ud800"]
@@ -90,18 +87,6 @@ def hostile(info: mi.Type) -> list[Any]:
     return values + WRONG_TYPES
 
 
-def fill_path(path: str, hostile_param: str | None = None, value: str = "") -> str:
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name == hostile_param:
-            return quote(value, safe="")
-        return {"provider": "fake", "slot": "frame", "username": "nobody_here"}.get(
-            name, "abc123" if name in ("ref", "slug", "name") else "123456789"
-        )
-
-    return "/api/v1" + PATH_PARAM.sub(fill, path)
-
-
 def requests_for(endpoint) -> list[dict[str, Any]]:
     """One request per hostile value, each otherwise well formed."""
     probes: list[dict[str, Any]] = []
@@ -121,10 +106,10 @@ def requests_for(endpoint) -> list[dict[str, Any]]:
             request["headers"] = {"content-type": endpoint.content_types[0]}
         probes.append(request)
 
-    plain = fill_path(endpoint.path)
+    plain = concrete(endpoint.path)
     for name in PATH_PARAM.findall(endpoint.path):
         for value in HOSTILE_PATH:
-            probe(fill_path(endpoint.path, name, value), base_query, base_body)
+            probe(concrete(endpoint.path, {name: value}), base_query, base_body)
     for field in query_fields:
         for value in HOSTILE_QUERY:
             probe(plain, {**base_query, field.encode_name: value}, base_body)
