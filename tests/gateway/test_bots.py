@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import socketio
@@ -211,12 +211,9 @@ async def test_a_namespace_joining_a_connection_later_authenticates_from_its_han
 
 async def test_a_bot_heartbeat_does_not_mark_its_owner_active(client, live, monkeypatch):
     """last_active_at is the person's activity: a bot acting for them is not."""
-    from datetime import timedelta
-
     from gateway import handlers
     from models.auth.identity import active_cache_key
     from models.users import get_user
-    from tests.factories import set_user
 
     account, key = await owner_with_key(client, live, ["profile:read"])
     socket = await bot_socket(live, key["secret"], 0)

@@ -1,10 +1,10 @@
 """No socket event reaches an internal failure (gateway.md "Limits"; DESIGN "Errors").
 
-Every client event, on `/` and on `/bots`, is sent hostile payloads: the wrong JSON type,
-integers past 64 bits, digit strings longer than Python converts, NUL and lone-surrogate
-text, deep nesting. Each gets an ack that is `ok`, or a refusal naming a client-side
-reason; never `unavailable` (an exception the handler did not expect, with every dependency
-up), and the socket stays open for the next one."""
+Every client event is sent hostile payloads on `/` (the same guarded handlers serve `/bots`):
+the wrong JSON type, integers past 64 bits, digit strings longer than Python converts, NUL
+and lone-surrogate text, deep nesting. Each gets an ack that is `ok`, or a refusal naming a
+client-side reason; never `unavailable` (an exception the handler did not expect, with every
+dependency up), and the socket stays open for the next one."""
 
 from __future__ import annotations
 
