@@ -36,22 +36,26 @@ def decode_json_body(raw: bytes, schema: type[msgspec.Struct]) -> Any:
     decoder = _json_decoders.get(schema)
     if decoder is None:
         decoder = _json_decoders[schema] = msgspec.json.Decoder(schema)
+    untyped = None
     if b"\\u0000" in raw:  # rare: only then is the body walked for NUL characters
-        try:
-            _refuse_nul(msgspec.json.decode(raw), "")
-        except msgspec.DecodeError:
-            raise _malformed() from None
+        untyped = _decode_untyped(raw)
+        _refuse_nul(untyped, "")
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError:
         raise _malformed() from None
-    try:  # the typed decoder stops at the first bad field, maybe before bytes that are not JSON
-        untyped = msgspec.json.decode(raw)
+    if untyped is None:  # the typed decoder stops at the first bad field, maybe before bytes
+        untyped = _decode_untyped(raw)  # that are not JSON: those are a 400 all the same
+    raise _validation_failed(collect_errors(untyped, schema))
+
+
+def _decode_untyped(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise _malformed() from None
-    raise _validation_failed(collect_errors(untyped, schema))
 
 
 def _refuse_nul(value: Any, path: str) -> None:
